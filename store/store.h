@@ -1,0 +1,188 @@
+/*
+ * store/store.h - shoal's persistent state in one LMDB environment.
+ *
+ * Invariants:
+ * - One environment per agent, in DIR/index.lmdb (a directory), named
+ *   databases inside; docs/storage.md lists every key and value.
+ * - Folders and devices are numbered (u32) inside the store; device number 0
+ *   is always the local device. Numbers never change once given.
+ * - Every write goes through store_write(), which runs a callback in one
+ *   write transaction and, when the map is full, aborts, grows the map and
+ *   runs the callback again: callbacks must have no side effect outside the
+ *   transaction. Write transactions begin and end on the calling thread.
+ * - store_file_put() keeps the derived data consistent in the same
+ *   transaction: the sequence index, the block map (local device only) and the
+ *   per-(folder, device) counts in the checkpoint.
+ * - Nothing here logs, or includes proto/, crypto/ or agent/ headers.
+ */
+#ifndef SHOAL_STORE_STORE_H
+#define SHOAL_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+	STORE_ENOTFOUND = -1200, /* no such key */
+	STORE_ECORRUPT = -1201,  /* a record that does not decode */
+	STORE_EIO = -1202,       /* LMDB reported an I/O or panic error */
+	STORE_EINVAL = -1203,
+	STORE_ENOMEM = -1204,
+	STORE_EFULL = -1205,     /* the map cannot grow any more (disk full) */
+	STORE_EVERSION = -1206,  /* the database was written by an incompatible version */
+	STORE_EREADERS = -1207,  /* too many readers */
+};
+
+/* Returns a static English description of a STORE_E* code or a -errno. */
+const char *store_strerror(int rc);
+
+struct store;     /* opaque */
+struct store_txn; /* opaque: one LMDB transaction */
+
+#define STORE_LOCAL 0u /* device number of this device */
+
+/*
+ * Opens (creating if needed) the environment under dir. Clears stale reader
+ * slots left by killed processes. Returns 0, -errno, STORE_EVERSION or
+ * STORE_EIO. Close with store_close().
+ */
+int store_open(struct store **out, const char *dir);
+/* Opens an existing environment read-only (for a CLI next to a running agent). */
+int store_open_readonly(struct store **out, const char *dir);
+void store_close(struct store *s);
+
+/*
+ * Read transactions. store_read_begin() returns 0 or a negative code; every
+ * pointer a read gives out is valid until store_read_end().
+ */
+int store_read_begin(struct store *s, struct store_txn **txn);
+void store_read_end(struct store_txn *txn);
+
+/*
+ * Runs fn(txn, arg) in a write transaction and commits it when fn returns 0.
+ * A negative return from fn aborts and is returned. On MDB_MAP_FULL the
+ * transaction is aborted, the map doubled, and fn called again. Returns 0,
+ * fn's code, STORE_EFULL, STORE_EIO or -errno (e.g. -ENOSPC from commit).
+ */
+int store_write(struct store *s, int (*fn)(struct store_txn *txn, void *arg), void *arg);
+
+/* ---- numbering ---- */
+
+/*
+ * Looks up (and with create set, assigns) the number of a folder ID or device
+ * ID. Returns 0 or STORE_ENOTFOUND (create not set), or another error.
+ * create needs a write transaction.
+ */
+int store_folder_num(struct store_txn *txn, const char *folder_id, int create, uint32_t *num);
+int store_device_num(struct store_txn *txn, const uint8_t device_id[32], int create, uint32_t *num);
+
+/* ---- file index ---- */
+
+enum store_ftype { STORE_FILE = 0, STORE_DIR = 1, STORE_SYMLINK = 2 };
+#define STORE_FLAG_DELETED 0x1u
+#define STORE_FLAG_INVALID 0x2u
+#define STORE_FLAG_LOCALCHANGE 0x4u /* receive-only folder: a local change not sent */
+
+struct store_counter {
+	uint64_t id, value;
+};
+
+struct store_block {
+	uint8_t hash[32];
+	uint32_t size;
+};
+
+/*
+ * One entry of a device's index. When the store fills one (get, iteration),
+ * name and target point into the transaction's memory (valid until it ends)
+ * and version and blocks are allocated: release with store_file_release().
+ * When the caller fills one for a put, the caller owns everything.
+ */
+struct store_file {
+	const char *name;
+	size_t name_len;
+	uint32_t type, flags, mode;
+	uint64_t size;
+	int64_t mtime_s;
+	uint32_t mtime_ns;
+	uint64_t sequence;
+	uint64_t inode;       /* local device only: change detection */
+	int64_t ctime_s;      /* local device only */
+	uint32_t ctime_ns;
+	uint32_t block_size;
+	const char *target;
+	size_t target_len;
+	size_t nversion;
+	struct store_counter *version;
+	size_t nblocks;
+	struct store_block *blocks;
+};
+
+void store_file_release(struct store_file *f);
+
+/*
+ * Reads one entry. Returns 0, STORE_ENOTFOUND or STORE_ECORRUPT. With
+ * with_blocks clear the block list is not decoded (nblocks = 0).
+ */
+int store_file_get(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *name,
+		   size_t name_len, int with_blocks, struct store_file *f);
+
+/*
+ * Writes one entry, replacing any entry of that name. For the local device
+ * (dev 0) with f->sequence 0, the store assigns the next sequence number and
+ * writes it back into f->sequence; for other devices the given sequence is
+ * kept. Maintains the sequence index, the block map (dev 0) and the counts
+ * and max_seq of the (folder, dev) checkpoint.
+ */
+int store_file_put(struct store_txn *txn, uint32_t folder, uint32_t dev, struct store_file *f);
+
+/* Removes one entry and everything derived from it. STORE_ENOTFOUND if absent. */
+int store_file_del(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *name,
+		   size_t name_len);
+
+/*
+ * Calls cb for every entry of (folder, dev) in name order, starting after
+ * start (NULL or "" for the beginning). cb returns 0 to go on, 1 to stop, or
+ * a negative code that is returned. f is valid only during the call.
+ */
+typedef int (*store_file_cb)(const struct store_file *f, void *arg);
+int store_files_each(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *start_after,
+		     size_t start_len, int with_blocks, store_file_cb cb, void *arg);
+
+/* The same, in sequence order, for entries with sequence > after_seq. */
+int store_seq_each(struct store_txn *txn, uint32_t folder, uint32_t dev, uint64_t after_seq,
+		   int with_blocks, store_file_cb cb, void *arg);
+
+/* Drops a device's whole index of a folder (its index ID changed). */
+int store_index_drop(struct store_txn *txn, uint32_t folder, uint32_t dev);
+
+/* ---- block map: hash -> where a local copy lives ---- */
+
+/*
+ * Calls cb for each local file that holds a block with this hash (folder,
+ * name, offset, size). cb returns 0 to go on, 1 to stop, or a negative code.
+ */
+typedef int (*store_block_cb)(uint32_t folder, const char *name, size_t name_len, uint64_t offset,
+			      uint32_t size, void *arg);
+int store_block_each(struct store_txn *txn, const uint8_t hash[32], store_block_cb cb, void *arg);
+
+/* ---- checkpoints: per (folder, device) ---- */
+
+struct store_checkpoint {
+	uint64_t index_id; /* the index this record is about */
+	uint64_t max_seq;  /* highest sequence held of that index */
+	uint64_t files;    /* live (not deleted) files, directories and links */
+	uint64_t bytes;    /* their total size */
+	uint64_t deleted;  /* tombstones */
+};
+
+/* Returns 0 (zeroed record when none exists yet: never STORE_ENOTFOUND). */
+int store_checkpoint_get(struct store_txn *txn, uint32_t folder, uint32_t dev,
+			 struct store_checkpoint *cp);
+int store_checkpoint_put(struct store_txn *txn, uint32_t folder, uint32_t dev,
+			 const struct store_checkpoint *cp);
+
+/* ---- small settings ---- */
+int store_meta_get(struct store_txn *txn, const char *key, void *val, size_t cap, size_t *len);
+int store_meta_put(struct store_txn *txn, const char *key, const void *val, size_t len);
+
+#endif
