@@ -45,6 +45,13 @@ int sec_chunker_init(struct sec_chunker *c, uint32_t avg_size);
  */
 size_t sec_chunker_cut(const struct sec_chunker *c, const unsigned char *buf, size_t len);
 
+/*
+ * Returns the 256-entry gear table (static storage, never changes). For tests
+ * and for other implementations of the same chunking; see chunker.c for how
+ * it is generated.
+ */
+const uint64_t *sec_chunker_gear_table(void);
+
 /* BLAKE2b-256 of a block. */
 void sec_block_hash(const void *data, size_t len, unsigned char out[SEC_BLOCK_HASH_BYTES]);
 

@@ -46,12 +46,17 @@ int sec_identity_from_seed(struct sec_identity *id, const unsigned char seed[32]
 int sec_identity_load(struct sec_identity *id, const char *path);
 
 /*
- * Writes the identity's seed to path atomically (temporary file, fsync,
- * rename) with mode 0600. Returns 0 or -errno.
+ * Writes the identity's seed to path atomically (temporary file created with
+ * O_EXCL in the same directory, fsync, rename, fsync of the directory) with
+ * mode 0600. Returns 0 or -errno.
  */
 int sec_identity_save(const struct sec_identity *id, const char *path);
 
-/* Wipes and frees the secret parts. NULL-safe on never-filled identities. */
+/*
+ * Wipes and frees the secret parts. NULL-safe on zeroed identities and on
+ * ones a failed generate/from_seed/load left behind (those set ed_sk and
+ * x_sk to NULL first); may be called twice.
+ */
 void sec_identity_release(struct sec_identity *id);
 
 /* Device ID of an X25519 public key. */

@@ -53,9 +53,10 @@ int sec_handshake_new(struct sec_handshake **out, enum sec_suite suite, int init
 int sec_handshake_set_ephemeral(struct sec_handshake *hs, const unsigned char e_priv[32]);
 
 /*
- * Writes the next handshake message with payload into out. Returns 0 and sets
- * *out_len, or SEC_ESTATE, SEC_ETOOBIG (out_cap too small or message over
- * 65,535 bytes), SEC_EKEY.
+ * Writes the next handshake message with payload into out (payload and out
+ * must not overlap). Returns 0 and sets *out_len, or SEC_ESTATE, SEC_ETOOBIG
+ * (out_cap too small or message over 65,535 bytes), SEC_EKEY, SEC_EINVAL.
+ * Message 1 carries its payload in clear; later payloads are encrypted.
  */
 int sec_handshake_write(struct sec_handshake *hs, const unsigned char *payload, size_t payload_len,
 			unsigned char *out, size_t out_cap, size_t *out_len);
@@ -68,22 +69,31 @@ int sec_handshake_write(struct sec_handshake *hs, const unsigned char *payload, 
 int sec_handshake_read(struct sec_handshake *hs, const unsigned char *msg, size_t msg_len,
 		       unsigned char *payload, size_t payload_cap, size_t *payload_len);
 
-/* Copies the remote static key into rs. Returns 0 or SEC_ESTATE if unknown yet. */
+/*
+ * Copies the remote static key into rs. Returns 0, or SEC_ESTATE if it is not
+ * known yet or the handshake failed.
+ */
 int sec_handshake_remote_static(const struct sec_handshake *hs, unsigned char rs[32]);
 
 /* Returns 1 when all three messages have been processed, else 0. */
 int sec_handshake_done(const struct sec_handshake *hs);
 
-/* Copies the handshake hash h (HASHLEN bytes) into h_out; sets *len. */
+/*
+ * Copies the handshake hash h (HASHLEN bytes) into h_out and sets *len, once
+ * sec_handshake_done() is 1 (also after split). Returns 0 or SEC_ESTATE.
+ */
 int sec_handshake_hash(const struct sec_handshake *hs, unsigned char h_out[SEC_HASH_MAX], size_t *len);
 
 /*
  * After the handshake: derives the two transport ciphers (Split()). *send is
- * for messages this side writes, *recv for those it reads. Returns 0,
- * SEC_ESTATE or SEC_ENOMEM. The handshake may be freed afterwards.
+ * for messages this side writes, *recv for those it reads; the caller owns
+ * both and frees them with sec_cipher_free(). Works once: a second call
+ * returns SEC_ESTATE. Returns 0, SEC_ESTATE or SEC_ENOMEM (then *send and
+ * *recv are NULL). The handshake may be freed afterwards.
  */
 int sec_handshake_split(struct sec_handshake *hs, struct sec_cipher **send, struct sec_cipher **recv);
 
+/* Wipes and frees hs. NULL-safe. */
 void sec_handshake_free(struct sec_handshake *hs);
 
 /*
@@ -95,14 +105,22 @@ int sec_cipher_seal(struct sec_cipher *c, const unsigned char *pt, size_t len, u
 
 /*
  * Decrypts and authenticates len bytes of ct into out (len - SEC_TAG_BYTES
- * bytes). Returns 0, SEC_EDECRYPT (the channel must close) or SEC_ENONCE,
- * SEC_EINVAL (shorter than a tag).
+ * bytes); ct and out may be the same buffer. Returns 0, SEC_EDECRYPT (the
+ * channel must close; the nonce is not consumed), SEC_ENONCE, SEC_EINVAL
+ * (shorter than a tag) or SEC_ETOOBIG (over 65,535 bytes).
  */
 int sec_cipher_open(struct sec_cipher *c, const unsigned char *ct, size_t len, unsigned char *out);
 
 /* The nonce the next seal/open will use (tests, and to rekey before wrap). */
 uint64_t sec_cipher_nonce(const struct sec_cipher *c);
 
+/*
+ * Sets the next nonce. For tests only (to reach the end of the nonce space);
+ * protocol code never calls it.
+ */
+void sec_cipher_set_nonce(struct sec_cipher *c, uint64_t n);
+
+/* Wipes and frees c. NULL-safe. */
 void sec_cipher_free(struct sec_cipher *c);
 
 #endif

@@ -130,14 +130,31 @@ struct proto_msg {
 };
 
 /*
- * Decodes one message. Returns 0, PROTO_EMALFORMED, PROTO_ETYPE,
- * PROTO_ETOOBIG, PROTO_EDEPTH, PROTO_EPATH, PROTO_EUNKNOWN or PROTO_ENOMEM.
- * On failure nothing needs releasing (releasing anyway is harmless).
+ * Decodes one message: buf[0..len) must hold exactly one msgpack array.
+ * msg need not be initialised. Returns 0, or
+ * - PROTO_ETYPE: a field of the wrong msgpack type;
+ * - PROTO_ETOOBIG: a str, bin or array longer than its field's limit;
+ * - PROTO_EPATH: a file or request name that fails proto_path_check();
+ * - PROTO_EDEPTH: an unknown trailing element nested too deep;
+ * - PROTO_EUNKNOWN: a message type that is not an enum proto_type;
+ * - PROTO_EMALFORMED: anything else: truncated input, bytes after the
+ *   array, a missing field, a value out of range, a file whose blocks do not
+ *   add up to its size, a length or count larger than the bytes present;
+ * - PROTO_ENOMEM.
+ * On success the arrays stay valid until proto_msg_release(). On failure msg
+ * is zeroed and nothing needs releasing (releasing anyway is harmless).
+ * Decoded memory is at most about 9 bytes per input byte (16-byte version
+ * counters can take 3 bytes on the wire) plus small per-message overhead.
  */
 int proto_msg_decode(const uint8_t *buf, size_t len, struct proto_msg *msg);
 void proto_msg_release(struct proto_msg *msg);
 
-/* Encoders append one whole message to b. They return 0 or PROTO_ENOMEM. */
+/*
+ * Encoders append one whole message to b. They return 0 or PROTO_ENOMEM, and
+ * leave b as it was on failure. They do not validate: a message with values
+ * the decoder refuses (a name that fails proto_path_check(), blocks that do
+ * not add up, ...) encodes, and the peer then closes the connection.
+ */
 int proto_encode_hello(struct proto_buf *b, const struct proto_hello *h);
 /*
  * An index message is written in two steps: the header with the number of
@@ -147,7 +164,10 @@ int proto_encode_index_begin(struct proto_buf *b, enum proto_type type, const ui
 			     size_t folder_len, uint64_t index_id, uint32_t last, uint32_t nfiles);
 int proto_encode_file(struct proto_buf *b, const struct proto_file *f);
 int proto_encode_request(struct proto_buf *b, const struct proto_request *r);
-/* A response whose data the caller appends right after (data_len bytes). */
+/*
+ * A response whose data the caller appends right after (exactly data_len
+ * bytes, at most PROTO_BLOCK_MAX), so that a block is copied only once.
+ */
 int proto_encode_response_header(struct proto_buf *b, uint32_t id, uint32_t code, uint32_t data_len);
 int proto_encode_response(struct proto_buf *b, const struct proto_response *r);
 int proto_encode_ping(struct proto_buf *b);

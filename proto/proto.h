@@ -84,6 +84,13 @@ void proto_assembler_release(struct proto_assembler *a);
  * points into pt without a copy), 0 when more fragments are needed,
  * PROTO_EMALFORMED (empty or bad flag), PROTO_ETOOBIG or PROTO_ENOMEM. Memory
  * grows only with bytes actually received.
+ *
+ * A fragment is the flag byte and at least one byte of data: a plaintext of
+ * fewer than 2 bytes is PROTO_EMALFORMED. After any error the partial message
+ * is dropped (the connection is expected to close). The buffer doubles as it
+ * grows but holds at most max bytes and at most twice the bytes received for
+ * the current message; a buffer over 256 KiB is freed on the call after its
+ * message was handed out.
  */
 int proto_assembler_push(struct proto_assembler *a, const uint8_t *pt, size_t len,
 			 const uint8_t **msg, size_t *msg_len);

@@ -13,6 +13,16 @@
  * - store_file_put() keeps the derived data consistent in the same
  *   transaction: the sequence index, the block map (local device only) and the
  *   per-(folder, device) counts in the checkpoint.
+ * - Thread rules: one write transaction at a time per environment (LMDB's
+ *   rule; store_write() refuses to nest); a write transaction begins and ends
+ *   on one thread. The environment is opened with MDB_NOTLS, so a read
+ *   transaction is not tied to a thread, but a struct store and its
+ *   transactions are meant for one thread at a time: nothing here locks.
+ * - Growing the map remaps it, so it needs no read transaction open in this
+ *   process: store_write() returns STORE_EBUSY rather than grow under one.
+ * - Within a write transaction, a pointer a read gave out is valid only until
+ *   the next write in that transaction (LMDB's rule). store_file_put() copes
+ *   with f pointing there (it copies first); other callers must not rely on it.
  * - Nothing here logs, or includes proto/, crypto/ or agent/ headers.
  */
 #ifndef SHOAL_STORE_STORE_H
@@ -23,45 +33,79 @@
 
 enum {
 	STORE_ENOTFOUND = -1200, /* no such key */
-	STORE_ECORRUPT = -1201,  /* a record that does not decode */
-	STORE_EIO = -1202,       /* LMDB reported an I/O or panic error */
+	STORE_ECORRUPT = -1201,	 /* a record that does not decode */
+	STORE_EIO = -1202,	 /* LMDB reported an I/O or panic error */
 	STORE_EINVAL = -1203,
 	STORE_ENOMEM = -1204,
-	STORE_EFULL = -1205,     /* the map cannot grow any more (disk full) */
-	STORE_EVERSION = -1206,  /* the database was written by an incompatible version */
-	STORE_EREADERS = -1207,  /* too many readers */
+	STORE_EFULL = -1205,	/* the map cannot grow any more (disk full) */
+	STORE_EVERSION = -1206, /* the database was written by an incompatible version */
+	STORE_EREADERS = -1207, /* too many readers */
+	STORE_EBUSY = -1208,	/* the map must grow but read transactions are open */
 };
+
+/* Longest name (and symlink target) a file entry takes, in bytes. */
+#define STORE_NAME_MAX 65535u
 
 /* Returns a static English description of a STORE_E* code or a -errno. */
 const char *store_strerror(int rc);
 
-struct store;     /* opaque */
+struct store;	  /* opaque */
 struct store_txn; /* opaque: one LMDB transaction */
 
 #define STORE_LOCAL 0u /* device number of this device */
 
 /*
- * Opens (creating if needed) the environment under dir. Clears stale reader
- * slots left by killed processes. Returns 0, -errno, STORE_EVERSION or
- * STORE_EIO. Close with store_close().
+ * Opens (creating if needed) the environment DIR/index.lmdb under dir, which
+ * must exist; index.lmdb is created with mode 0700, its files 0600. Clears
+ * stale reader slots left by killed processes. The map starts at 64 MiB (or
+ * the size an earlier run grew it to) and doubles on demand up to 1 TiB.
+ * Returns 0, -errno, STORE_EVERSION, STORE_ECORRUPT or STORE_EIO; *out is
+ * set only on success. Close with store_close().
  */
 int store_open(struct store **out, const char *dir);
-/* Opens an existing environment read-only (for a CLI next to a running agent). */
+/*
+ * The same with the initial map size and the growth cap in bytes (0 for the
+ * defaults). For tests of map growth; the agent uses store_open().
+ */
+int store_open_with_mapsize(struct store **out, const char *dir, size_t map_size, size_t map_max);
+/*
+ * Opens an existing environment read-only (for a CLI next to a running
+ * agent). Creates nothing: a missing environment is -ENOENT. store_write()
+ * on it returns STORE_EINVAL.
+ */
 int store_open_readonly(struct store **out, const char *dir);
+/* Closes the environment; every transaction must have ended. NULL is a no-op. */
 void store_close(struct store *s);
 
+/* Figures about the environment, for tests, benchmarks and a status command. */
+struct store_stat {
+	uint64_t map_size;	  /* current map size in bytes */
+	uint64_t used_bytes;	  /* pages in use times page size */
+	uint32_t map_grows;	  /* times store_write() grew the map since open */
+	uint32_t readers_cleared; /* stale reader slots cleared by the open */
+	uint32_t readers_used;	  /* reader slots in use (any process) */
+};
+int store_stat_get(struct store *s, struct store_stat *st);
+
 /*
- * Read transactions. store_read_begin() returns 0 or a negative code; every
- * pointer a read gives out is valid until store_read_end().
+ * Read transactions. store_read_begin() returns 0 or a negative code
+ * (STORE_EREADERS when every reader slot is taken); every pointer a read
+ * gives out is valid until store_read_end(). Reads (get, each) also take the
+ * txn store_write() passes to its callback.
  */
 int store_read_begin(struct store *s, struct store_txn **txn);
 void store_read_end(struct store_txn *txn);
 
 /*
  * Runs fn(txn, arg) in a write transaction and commits it when fn returns 0.
- * A negative return from fn aborts and is returned. On MDB_MAP_FULL the
- * transaction is aborted, the map doubled, and fn called again. Returns 0,
- * fn's code, STORE_EFULL, STORE_EIO or -errno (e.g. -ENOSPC from commit).
+ * A negative return from fn aborts and is returned. On MDB_MAP_FULL (seen by
+ * any store call inside fn, which then returns STORE_EFULL, or by the commit)
+ * the transaction is aborted, the map doubled, and fn called again, whatever
+ * fn returned. Returns 0, fn's code, STORE_EFULL (1 TiB reached, or one
+ * transaction too large), STORE_EBUSY (must grow while a read transaction is
+ * open), STORE_EINVAL (read-only store, or called from inside fn), STORE_EIO
+ * or -errno (e.g. -ENOSPC or -EIO from commit). The txn is valid only inside
+ * fn. The commit is durable (fsync): batch many changes into one call.
  */
 int store_write(struct store *s, int (*fn)(struct store_txn *txn, void *arg), void *arg);
 
@@ -70,7 +114,9 @@ int store_write(struct store *s, int (*fn)(struct store_txn *txn, void *arg), vo
 /*
  * Looks up (and with create set, assigns) the number of a folder ID or device
  * ID. Returns 0 or STORE_ENOTFOUND (create not set), or another error.
- * create needs a write transaction.
+ * create needs a write transaction (else STORE_EINVAL). Folders and peer
+ * devices are numbered from 1 in order of creation; a folder ID is 1 to 511
+ * bytes.
  */
 int store_folder_num(struct store_txn *txn, const char *folder_id, int create, uint32_t *num);
 int store_device_num(struct store_txn *txn, const uint8_t device_id[32], int create, uint32_t *num);
@@ -95,7 +141,9 @@ struct store_block {
  * One entry of a device's index. When the store fills one (get, iteration),
  * name and target point into the transaction's memory (valid until it ends)
  * and version and blocks are allocated: release with store_file_release().
- * When the caller fills one for a put, the caller owns everything.
+ * When the caller fills one for a put, the caller owns everything, and the
+ * struct should start zeroed (owned NULL) if it is ever passed to
+ * store_file_release(). A name is 1 to STORE_NAME_MAX bytes without NUL.
  */
 struct store_file {
 	const char *name;
@@ -105,8 +153,8 @@ struct store_file {
 	int64_t mtime_s;
 	uint32_t mtime_ns;
 	uint64_t sequence;
-	uint64_t inode;       /* local device only: change detection */
-	int64_t ctime_s;      /* local device only */
+	uint64_t inode;	 /* local device only: change detection */
+	int64_t ctime_s; /* local device only */
 	uint32_t ctime_ns;
 	uint32_t block_size;
 	const char *target;
@@ -115,13 +163,20 @@ struct store_file {
 	struct store_counter *version;
 	size_t nblocks;
 	struct store_block *blocks;
+	void *owned; /* private: what the store allocated (version and blocks), or NULL */
 };
 
+/*
+ * Frees what the store allocated into f (only f->owned: never what the
+ * caller put there) and zeroes f. Safe on a zeroed struct and on NULL.
+ */
 void store_file_release(struct store_file *f);
 
 /*
- * Reads one entry. Returns 0, STORE_ENOTFOUND or STORE_ECORRUPT. With
- * with_blocks clear the block list is not decoded (nblocks = 0).
+ * Reads one entry. Returns 0, STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EINVAL
+ * (bad name) or STORE_ENOMEM. With with_blocks clear the block list is not
+ * decoded (nblocks = 0). f is overwritten (release what it held first); on
+ * success release it with store_file_release().
  */
 int store_file_get(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *name,
 		   size_t name_len, int with_blocks, struct store_file *f);
@@ -131,18 +186,29 @@ int store_file_get(struct store_txn *txn, uint32_t folder, uint32_t dev, const c
  * (dev 0) with f->sequence 0, the store assigns the next sequence number and
  * writes it back into f->sequence; for other devices the given sequence is
  * kept. Maintains the sequence index, the block map (dev 0) and the counts
- * and max_seq of the (folder, dev) checkpoint.
+ * and max_seq of the (folder, dev) checkpoint. Needs a write transaction.
+ * Returns 0, STORE_EINVAL (bad fields; a sequence of 0 for a peer; a sequence
+ * another entry of (folder, dev) already holds, which means a peer's index
+ * is inconsistent), STORE_ECORRUPT or an LMDB error. The sequence written
+ * back into f belongs to this transaction: if it is aborted, reset
+ * f->sequence to 0 before putting f again.
  */
 int store_file_put(struct store_txn *txn, uint32_t folder, uint32_t dev, struct store_file *f);
 
-/* Removes one entry and everything derived from it. STORE_ENOTFOUND if absent. */
+/*
+ * Removes one entry and everything derived from it (sequence key, block map
+ * entries, its share of the counts; max_seq stays). STORE_ENOTFOUND if absent.
+ */
 int store_file_del(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *name,
 		   size_t name_len);
 
 /*
- * Calls cb for every entry of (folder, dev) in name order, starting after
- * start (NULL or "" for the beginning). cb returns 0 to go on, 1 to stop, or
- * a negative code that is returned. f is valid only during the call.
+ * Calls cb for every entry of (folder, dev) in key order, starting after
+ * start (NULL or "" for the beginning). Key order is byte order of the names
+ * for names up to 400 bytes; a longer name sorts by its first 380 bytes
+ * (before the names that extend those). cb returns 0 to go on, 1 to stop, or
+ * a negative code that is returned; returns 0 otherwise. f and everything it
+ * points to are valid only during the call; cb must not write to the store.
  */
 typedef int (*store_file_cb)(const struct store_file *f, void *arg);
 int store_files_each(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *start_after,
@@ -152,7 +218,11 @@ int store_files_each(struct store_txn *txn, uint32_t folder, uint32_t dev, const
 int store_seq_each(struct store_txn *txn, uint32_t folder, uint32_t dev, uint64_t after_seq,
 		   int with_blocks, store_file_cb cb, void *arg);
 
-/* Drops a device's whole index of a folder (its index ID changed). */
+/*
+ * Drops a device's whole index of a folder (its index ID changed): every
+ * entry, its sequence keys and block map entries, and the checkpoint (which
+ * reads as zero afterwards: put the new index_id).
+ */
 int store_index_drop(struct store_txn *txn, uint32_t folder, uint32_t dev);
 
 /* ---- block map: hash -> where a local copy lives ---- */
@@ -160,6 +230,8 @@ int store_index_drop(struct store_txn *txn, uint32_t folder, uint32_t dev);
 /*
  * Calls cb for each local file that holds a block with this hash (folder,
  * name, offset, size). cb returns 0 to go on, 1 to stop, or a negative code.
+ * name points into the transaction's memory and is not NUL-terminated. Only
+ * the local device's files are in the map.
  */
 typedef int (*store_block_cb)(uint32_t folder, const char *name, size_t name_len, uint64_t offset,
 			      uint32_t size, void *arg);
@@ -170,18 +242,25 @@ int store_block_each(struct store_txn *txn, const uint8_t hash[32], store_block_
 struct store_checkpoint {
 	uint64_t index_id; /* the index this record is about */
 	uint64_t max_seq;  /* highest sequence held of that index */
-	uint64_t files;    /* live (not deleted) files, directories and links */
-	uint64_t bytes;    /* their total size */
+	uint64_t files;	   /* live (not deleted) files, directories and links */
+	uint64_t bytes;	   /* their total size */
 	uint64_t deleted;  /* tombstones */
 };
 
 /* Returns 0 (zeroed record when none exists yet: never STORE_ENOTFOUND). */
 int store_checkpoint_get(struct store_txn *txn, uint32_t folder, uint32_t dev,
 			 struct store_checkpoint *cp);
+/* Writes the whole record; store_file_put() keeps updating counts and max_seq. */
 int store_checkpoint_put(struct store_txn *txn, uint32_t folder, uint32_t dev,
 			 const struct store_checkpoint *cp);
 
-/* ---- small settings ---- */
+/*
+ * ---- small settings ----
+ * store_meta_get() copies the value of key into val and sets *len (when len
+ * is not NULL) to its size; a value longer than cap is not copied and gives
+ * STORE_EINVAL (with *len set). Keys are 1 to 511 bytes; "schema",
+ * "next_folder" and "next_device" belong to the store.
+ */
 int store_meta_get(struct store_txn *txn, const char *key, void *val, size_t cap, size_t *len);
 int store_meta_put(struct store_txn *txn, const char *key, const void *val, size_t len);
 

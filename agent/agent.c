@@ -1,0 +1,812 @@
+/*
+ * agent/agent.c - the agent process: start-up, configuration reloads, the
+ * housekeeping timer, folder jobs, and shutdown.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "agent/agent.h"
+#include "agent/home.h"
+#include "agent/log.h"
+#include "agent/util.h"
+#include "crypto/sec.h"
+
+#define TICK_MS 1000
+#define DEFAULT_RESCAN_MS (60u * 1000)
+
+const char *
+folder_state_name(enum folder_state s)
+{
+	switch (s) {
+	case FOLDER_IDLE:
+		return "idle";
+	case FOLDER_SCANNING:
+		return "scanning";
+	case FOLDER_SYNCING:
+		return "syncing";
+	case FOLDER_ERROR:
+		return "error";
+	}
+	return "?";
+}
+
+void
+folder_set_error(struct folder *f, const char *fmt, ...)
+{
+	char msg[sizeof(f->error)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (f->state != FOLDER_ERROR || strcmp(msg, f->error) != 0)
+		log_error("folder %s: %s", f->id, msg);
+	snprintf(f->error, sizeof(f->error), "%s", msg);
+	f->state = FOLDER_ERROR;
+}
+
+void
+folder_clear_error(struct folder *f)
+{
+	if (f->state == FOLDER_ERROR)
+		log_info("folder %s: error cleared", f->id);
+	f->error[0] = '\0';
+	f->state = FOLDER_IDLE;
+}
+
+struct device *
+agent_device(struct agent *ag, const unsigned char id[32])
+{
+	for (struct device *d = ag->devices; d; d = d->next)
+		if (memcmp(d->id, id, 32) == 0)
+			return d;
+	return NULL;
+}
+
+struct device *
+agent_device_by_num(struct agent *ag, uint32_t num)
+{
+	for (struct device *d = ag->devices; d; d = d->next)
+		if (d->num == num)
+			return d;
+	return NULL;
+}
+
+struct folder *
+agent_folder(struct agent *ag, const char *id, size_t len)
+{
+	for (struct folder *f = ag->folders; f; f = f->next)
+		if (strlen(f->id) == len && memcmp(f->id, id, len) == 0)
+			return f;
+	return NULL;
+}
+
+int
+folder_shared_with(const struct folder *f, const struct device *d)
+{
+	for (size_t i = 0; i < f->nshares; i++)
+		if (memcmp(f->shares[i], d->id, 32) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+on_kick(uv_timer_t *t);
+
+void
+agent_kick(struct agent *ag)
+{
+	if (!ag->stopping)
+		uv_timer_start(&ag->kick, on_kick, 0, 0);
+}
+
+void
+agent_local_index_changed(struct agent *ag, struct folder *f)
+{
+	for (struct device *d = ag->devices; d; d = d->next)
+		if (d->conn && conn_active(d->conn) && folder_shared_with(f, d))
+			conn_index_changed(d->conn, f);
+}
+
+static void
+folder_update_counts(struct folder *f)
+{
+	uint32_t devs[64];
+	size_t n = 0;
+
+	for (struct device *d = f->ag->devices; d && n < 64; d = d->next)
+		if (folder_shared_with(f, d))
+			devs[n++] = d->num;
+	plan_counts(f->ag->store, f->num, devs, n, f->mode, &f->local, &f->global, &f->need);
+}
+
+void
+folder_job_done(struct folder *f)
+{
+	if (f->state != FOLDER_ERROR)
+		f->state = FOLDER_IDLE;
+	if (!f->ag->stopping)
+		folder_update_counts(f);
+	agent_kick(f->ag);
+}
+
+/* ---- folders and devices from the configuration ---- */
+
+struct folder_init {
+	const char *id;
+	uint32_t num;
+	uint64_t index_id;
+	int fresh;
+};
+
+static int
+txn_folder_init(struct store_txn *txn, void *arg)
+{
+	struct folder_init *x = arg;
+	struct store_checkpoint cp;
+	int rc = store_folder_num(txn, x->id, 1, &x->num);
+	if (rc != 0)
+		return rc;
+	rc = store_checkpoint_get(txn, x->num, STORE_LOCAL, &cp);
+	if (rc != 0)
+		return rc;
+	x->fresh = cp.index_id == 0;
+	if (cp.index_id == 0) {
+		while (cp.index_id == 0)
+			randombytes_buf(&cp.index_id, sizeof(cp.index_id));
+		rc = store_checkpoint_put(txn, x->num, STORE_LOCAL, &cp);
+	}
+	x->index_id = cp.index_id;
+	return rc;
+}
+
+static int
+txn_device_num(struct store_txn *txn, void *arg)
+{
+	struct device *d = arg;
+	return store_device_num(txn, d->id, 1, &d->num);
+}
+
+static void
+folder_open_root(struct folder *f)
+{
+	struct stat st;
+	struct folder_init x = {f->id, 0, 0, 0};
+	int rc;
+
+	rc = store_write(f->ag->store, txn_folder_init, &x);
+	if (rc != 0) {
+		folder_set_error(f, "database: %s", store_strerror(rc));
+		return;
+	}
+	f->num = x.num;
+	f->index_id = x.index_id;
+	f->rootfd = open(f->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (f->rootfd < 0) {
+		folder_set_error(f, "cannot open %s: %s", f->path, strerror(errno));
+		return;
+	}
+	if (fstatat(f->rootfd, ".shoal-folder", &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (x.fresh) {
+			int fd = openat(f->rootfd, ".shoal-folder", O_WRONLY | O_CREAT | O_CLOEXEC,
+					0644);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	f->scan_wanted = 1;
+	f->pull_wanted = 1;
+}
+
+static void
+folder_free(struct folder *f)
+{
+	if (f->rootfd >= 0)
+		close(f->rootfd);
+	free(f->id);
+	free(f->label);
+	free(f->path);
+	free(f->shares);
+	free(f);
+}
+
+static int
+shares_equal(const struct folder *f, const struct cfg_folder *cf)
+{
+	if (f->nshares != cf->nshares)
+		return 0;
+	for (size_t i = 0; i < cf->nshares; i++)
+		if (memcmp(f->shares[i], cf->shares[i], 32) != 0)
+			return 0;
+	return 1;
+}
+
+static void
+close_device_conns(struct agent *ag, const unsigned char id[32], const char *why)
+{
+	struct device *d = agent_device(ag, id);
+	if (!d)
+		return;
+	if (d->conn)
+		conn_close(d->conn, why);
+	if (d->dialing)
+		conn_close(d->dialing, why);
+	d->next_dial_ms = 0;
+}
+
+static int
+shares_contains(const struct folder *f, const unsigned char id[32])
+{
+	for (size_t i = 0; i < f->nshares; i++)
+		if (memcmp(f->shares[i], id, 32) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+device_free(struct device *d)
+{
+	free(d->name);
+	for (size_t k = 0; k < d->naddrs; k++)
+		free(d->addrs[k]);
+	free(d->addrs);
+	free(d);
+}
+
+/* Frees removed devices once no connection refers to them. */
+static void
+devices_sweep(struct agent *ag)
+{
+	for (struct device **pp = &ag->devices; *pp;) {
+		struct device *d = *pp;
+		int used = 0;
+		if (d->mark) {
+			for (struct conn *c = ag->conns; c; c = conn_next(c))
+				used |= conn_device(c) == d;
+		}
+		if (!d->mark || used) {
+			pp = &d->next;
+			continue;
+		}
+		*pp = d->next;
+		device_free(d);
+	}
+}
+
+/* Brings devices and folders in line with ag->cfg. */
+static void
+agent_apply_config(struct agent *ag)
+{
+	struct config *c = &ag->cfg;
+
+	ag->reload_pending = 0;
+	for (struct device *d = ag->devices; d; d = d->next)
+		d->mark = 1;
+	for (size_t i = 0; i < c->npeers; i++) {
+		struct cfg_peer *cp = &c->peers[i];
+		struct device *d;
+		if (memcmp(cp->id, ag->ident.id, 32) == 0)
+			continue;
+		d = agent_device(ag, cp->id);
+		if (!d) {
+			d = calloc(1, sizeof(*d));
+			if (!d)
+				continue;
+			d->ag = ag;
+			memcpy(d->id, cp->id, 32);
+			sec_devid_format(d->id, d->idstr);
+			d->short_id = sec_devid_short(d->id);
+			if (store_write(ag->store, txn_device_num, d) != 0) {
+				free(d);
+				continue;
+			}
+			d->next = ag->devices;
+			ag->devices = d;
+		}
+		d->mark = 0;
+		free(d->name);
+		d->name = cp->name ? strdup(cp->name) : NULL;
+		for (size_t k = 0; k < d->naddrs; k++)
+			free(d->addrs[k]);
+		free(d->addrs);
+		d->addrs = NULL;
+		d->naddrs = 0;
+		if (cp->naddrs && (d->addrs = calloc(cp->naddrs, sizeof(char *)))) {
+			for (size_t k = 0; k < cp->naddrs; k++)
+				if ((d->addrs[d->naddrs] = strdup(cp->addrs[k])))
+					d->naddrs++;
+		}
+	}
+	for (struct device *d = ag->devices; d; d = d->next)
+		if (d->mark)
+			close_device_conns(ag, d->id, "device removed");
+	devices_sweep(ag);
+
+	/* Folders: keep the unchanged, drop the removed or changed, add the new. */
+	for (struct folder *f = ag->folders; f; f = f->next)
+		f->mark = 1;
+	for (size_t i = 0; i < c->nfolders; i++) {
+		struct cfg_folder *cf = &c->folders[i];
+		struct folder *f = agent_folder(ag, cf->id, strlen(cf->id));
+		if (!f || strcmp(f->path, cf->path) != 0 || f->mode != cf->mode)
+			continue;
+		f->mark = 0;
+		free(f->label);
+		f->label = cf->label ? strdup(cf->label) : NULL;
+		if (!shares_equal(f, cf)) {
+			/* Whoever gained or lost this folder renegotiates it. */
+			for (size_t k = 0; k < f->nshares; k++)
+				if (!config_folder_shared(cf, f->shares[k]))
+					close_device_conns(ag, f->shares[k], "folder unshared");
+			for (size_t k = 0; k < cf->nshares; k++)
+				if (!shares_contains(f, cf->shares[k]))
+					close_device_conns(ag, cf->shares[k], "folder shared");
+			free(f->shares);
+			f->shares = NULL;
+			f->nshares = 0;
+			if (cf->nshares && (f->shares = malloc(cf->nshares * 32))) {
+				memcpy(f->shares, cf->shares, cf->nshares * 32);
+				f->nshares = cf->nshares;
+			}
+			f->pull_wanted = 1;
+		}
+	}
+	for (struct folder **pp = &ag->folders; *pp;) {
+		struct folder *f = *pp;
+		if (!f->mark) {
+			pp = &f->next;
+			continue;
+		}
+		for (size_t k = 0; k < f->nshares; k++)
+			close_device_conns(ag, f->shares[k], "folder changed");
+		if (f->scan || f->pull) {
+			/* Finish removing it once its job has stopped. */
+			scan_abort(f);
+			pull_abort(f);
+			ag->reload_pending = 1;
+			pp = &f->next;
+			continue;
+		}
+		*pp = f->next;
+		log_info("folder %s removed", f->id);
+		folder_free(f);
+	}
+	for (size_t i = 0; i < c->nfolders; i++) {
+		struct cfg_folder *cf = &c->folders[i];
+		struct folder *f;
+		if (agent_folder(ag, cf->id, strlen(cf->id)))
+			continue;
+		f = calloc(1, sizeof(*f));
+		if (!f)
+			continue;
+		f->ag = ag;
+		f->rootfd = -1;
+		f->id = strdup(cf->id);
+		f->path = strdup(cf->path);
+		f->label = cf->label ? strdup(cf->label) : NULL;
+		f->mode = cf->mode;
+		if (cf->nshares && (f->shares = malloc(cf->nshares * 32))) {
+			memcpy(f->shares, cf->shares, cf->nshares * 32);
+			f->nshares = cf->nshares;
+		}
+		if (!f->id || !f->path) {
+			folder_free(f);
+			continue;
+		}
+		f->next = ag->folders;
+		ag->folders = f;
+		log_info("folder %s (%s) at %s", f->id, mode_name(f->mode), f->path);
+		folder_open_root(f);
+		for (size_t k = 0; k < f->nshares; k++)
+			close_device_conns(ag, f->shares[k], "folder added");
+	}
+	agent_kick(ag);
+}
+
+/* ---- configuration reloads ---- */
+
+static int
+config_changed(struct agent *ag)
+{
+	struct stat st;
+	if (stat(ag->config_path, &st) != 0)
+		return 0;
+	return st.st_mtim.tv_sec != ag->cfg_st.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != ag->cfg_st.st_mtim.tv_nsec || st.st_ino != ag->cfg_st.st_ino ||
+	       st.st_size != ag->cfg_st.st_size;
+}
+
+/* Re-reads the configuration file. Returns 0 or a negative code (old one kept). */
+int
+agent_reload(struct agent *ag)
+{
+	struct config nc;
+	char err[256];
+	int rc;
+
+	stat(ag->config_path, &ag->cfg_st);
+	rc = config_load(&nc, ag->config_path, err, sizeof(err));
+	if (rc != 0) {
+		log_error("cannot reload %s: %s; keeping the previous configuration",
+			  ag->config_path, err[0] ? err : strerror(-rc));
+		return rc;
+	}
+	config_release(&ag->cfg);
+	ag->cfg = nc;
+	log_info("configuration loaded: %zu folder%s, %zu device%s", nc.nfolders,
+		 nc.nfolders == 1 ? "" : "s", nc.npeers, nc.npeers == 1 ? "" : "s");
+	agent_apply_config(ag);
+	return 0;
+}
+
+/* ---- timers ---- */
+
+static void
+dial_devices(struct agent *ag, uint64_t now)
+{
+	for (struct device *d = ag->devices; d; d = d->next) {
+		if (d->mark || d->conn || d->dialing || d->naddrs == 0 || now < d->next_dial_ms)
+			continue;
+		int shares = 0;
+		for (struct folder *f = ag->folders; f; f = f->next)
+			shares |= folder_shared_with(f, d);
+		if (!shares)
+			continue;
+		const char *addr = d->addrs[d->addr_ix++ % d->naddrs];
+		/* Back off 1 s, 2 s, 4 s ... up to 60 s, with jitter, until one works. */
+		d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : 1000;
+		if (d->backoff_ms > 60000)
+			d->backoff_ms = 60000;
+		d->next_dial_ms = now + d->backoff_ms / 2 + randombytes_uniform(d->backoff_ms / 2 + 1);
+		conn_dial(ag, d, addr);
+	}
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+	struct agent *ag = t->data;
+	uint64_t now = now_ms();
+
+	if (ag->stopping)
+		return;
+	if (config_changed(ag) || ag->reload_pending)
+		agent_reload(ag);
+	devices_sweep(ag);
+	for (struct conn *c = ag->conns, *nx; c; c = nx) {
+		nx = conn_next(c);
+		conn_tick(c, now);
+	}
+	dial_devices(ag, now);
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		if (f->rootfd >= 0 && now >= f->next_scan_ms + ag->rescan_interval_ms &&
+		    !f->scan_wanted) {
+			f->scan_wanted = 1;
+			f->next_scan_ms = now;
+		}
+	}
+	agent_kick(ag);
+}
+
+static void
+on_kick(uv_timer_t *t)
+{
+	struct agent *ag = t->data;
+	uint64_t now = now_ms(), wake = UINT64_MAX;
+
+	if (ag->stopping)
+		return;
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		if (f->pull) {
+			pull_poke(f);
+			continue;
+		}
+		if (f->scan || f->rootfd < 0 || f->mark)
+			continue;
+		if (f->scan_wanted) {
+			if (now < f->next_scan_ms) {
+				wake = wake < f->next_scan_ms ? wake : f->next_scan_ms;
+				continue;
+			}
+			f->scan_wanted = 0;
+			f->next_scan_ms = now;
+			if (f->state != FOLDER_ERROR)
+				f->state = FOLDER_SCANNING;
+			if (scan_start(f) != 0) {
+				folder_set_error(f, "cannot start a scan");
+				continue;
+			}
+			f->pull_wanted = 1;
+			continue;
+		}
+		if (f->pull_wanted && f->mode != MODE_SEND) {
+			if (now < f->pull_at_ms) {
+				wake = wake < f->pull_at_ms ? wake : f->pull_at_ms;
+				continue;
+			}
+			f->pull_wanted = 0;
+			int prev = f->state;
+			if (f->state != FOLDER_ERROR)
+				f->state = FOLDER_SYNCING;
+			int rc = pull_start(f);
+			if (rc != 0) {
+				f->state = prev == FOLDER_ERROR ? FOLDER_ERROR : FOLDER_IDLE;
+				if (rc < 0)
+					folder_set_error(f, "cannot plan the pull: %s",
+							 store_strerror(rc));
+				folder_update_counts(f);
+			}
+		} else if (f->pull_wanted) {
+			f->pull_wanted = 0;
+			folder_update_counts(f);
+		}
+	}
+	if (wake != UINT64_MAX)
+		uv_timer_start(&ag->kick, on_kick, wake - now, 0);
+}
+
+/* ---- listening ---- */
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+	struct agent *ag = server->data;
+	if (status < 0) {
+		log_warn("accept: %s", uv_strerror(status));
+		return;
+	}
+	conn_accept(ag, server);
+}
+
+static int
+agent_listen(struct agent *ag, const char *addr)
+{
+	struct sockaddr_storage ss;
+	char host[64];
+	const char *colon = strrchr(addr, ':');
+	int port, rc;
+
+	if (!colon || (size_t)(colon - addr) >= sizeof(host))
+		return -EINVAL;
+	port = atoi(colon + 1);
+	if (port < 0 || port > 65535)
+		return -EINVAL;
+	if (addr[0] == '[') {
+		size_t n = (size_t)(colon - addr) - 2;
+		memcpy(host, addr + 1, n);
+		host[n] = '\0';
+	} else {
+		memcpy(host, addr, (size_t)(colon - addr));
+		host[colon - addr] = '\0';
+	}
+	if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+	    uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+		return -EINVAL;
+	uv_tcp_init(ag->loop, &ag->listener);
+	ag->listener.data = ag;
+	ag->listening = 1;
+	rc = uv_tcp_bind(&ag->listener, (struct sockaddr *)&ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&ag->listener, 128, on_connection);
+	if (rc == 0) {
+		int len = sizeof(ss);
+		uv_tcp_getsockname(&ag->listener, (struct sockaddr *)&ss, &len);
+		port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+					       : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		snprintf(ag->listen_addr, sizeof(ag->listen_addr), "%s%s%s:%d",
+			 ss.ss_family == AF_INET6 ? "[" : "", host,
+			 ss.ss_family == AF_INET6 ? "]" : "", port);
+	}
+	return rc;
+}
+
+/* ---- shutdown ---- */
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void
+agent_stop(struct agent *ag, const char *why)
+{
+	if (ag->stopping)
+		return;
+	ag->stopping = 1;
+	log_info("stopping: %s", why);
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		scan_abort(f);
+		pull_abort(f);
+	}
+	for (struct conn *c = ag->conns, *nx; c; c = nx) {
+		nx = conn_next(c);
+		conn_close(c, "shutting down");
+	}
+	uv_timer_stop(&ag->tick);
+	uv_timer_stop(&ag->kick);
+	uv_close((uv_handle_t *)&ag->tick, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->kick, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->sig_term, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->sig_int, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->sig_hup, on_handle_closed);
+	if (ag->listening)
+		uv_close((uv_handle_t *)&ag->listener, on_handle_closed);
+	control_close(ag);
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+	struct agent *ag = s->data;
+	if (signum == SIGHUP) {
+		log_info("SIGHUP: reloading the configuration");
+		agent_reload(ag);
+		return;
+	}
+	agent_stop(ag, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- start-up ---- */
+
+static int
+agent_default_folder(struct agent *ag)
+{
+	char *path = home_default_folder();
+	struct cfg_folder *f;
+	int rc;
+
+	if (!path)
+		return -ENOMEM;
+	rc = mkdir_p(path, 0700);
+	if (rc == 0) {
+		char *marker = path_join(path, ".shoal-folder");
+		int fd = marker ? open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+		if (fd >= 0)
+			close(fd);
+		free(marker);
+		f = config_add_folder(&ag->cfg, "default", path, MODE_SENDRECEIVE);
+		rc = f ? config_save(&ag->cfg, ag->config_path) : -ENOMEM;
+	}
+	if (rc == 0)
+		log_info("created the default folder \"default\" at %s (send-receive)", path);
+	else
+		log_error("cannot create the default folder %s: %s", path, strerror(-rc));
+	free(path);
+	return rc;
+}
+
+int
+agent_run(const char *home_opt, const char *listen, int no_mdns)
+{
+	struct agent *ag = calloc(1, sizeof(*ag));
+	char err[256];
+	char *lockpath = NULL;
+	int created = 0, rc, exit_code = 1;
+	uv_loop_t loop;
+
+	if (!ag)
+		return 1;
+	ag->lockfd = -1;
+	ag->no_mdns = no_mdns;
+	ag->rescan_interval_ms = DEFAULT_RESCAN_MS;
+	if (getenv("SHOAL_RESCAN_S"))
+		ag->rescan_interval_ms = (uint64_t)atoi(getenv("SHOAL_RESCAN_S")) * 1000;
+	ag->home = home_resolve(home_opt);
+	if (!ag->home || home_ensure(ag->home) != 0) {
+		log_error("cannot create the state directory %s", ag->home ? ag->home : "?");
+		goto out_free;
+	}
+	ag->config_path = home_file(ag->home, "config");
+	ag->sock_path = home_file(ag->home, "control.sock");
+	lockpath = home_file(ag->home, "agent.lock");
+	ag->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (ag->lockfd < 0 || flock(ag->lockfd, LOCK_EX | LOCK_NB) != 0) {
+		log_error("another shoal agent is already running with the state directory %s",
+			  ag->home);
+		goto out_free;
+	}
+	rc = home_identity(ag->home, &ag->ident, 1, &created);
+	if (rc != 0) {
+		log_error("cannot load or create the device key in %s: %s", ag->home,
+			  sec_strerror(rc));
+		goto out_free;
+	}
+	sec_devid_format(ag->ident.id, ag->idstr);
+	ag->short_id = sec_devid_short(ag->ident.id);
+	if (created)
+		log_info("created a new device identity");
+	rc = config_load(&ag->cfg, ag->config_path, err, sizeof(err));
+	if (rc != 0) {
+		log_error("cannot read %s: %s", ag->config_path, err[0] ? err : strerror(-rc));
+		goto out_free;
+	}
+	stat(ag->config_path, &ag->cfg_st);
+	if (ag->cfg.nfolders == 0 && !getenv("SHOAL_NO_DEFAULT_FOLDER"))
+		agent_default_folder(ag);
+	stat(ag->config_path, &ag->cfg_st);
+	rc = store_open(&ag->store, ag->home);
+	if (rc != 0) {
+		log_error("cannot open the database in %s: %s", ag->home, store_strerror(rc));
+		goto out_free;
+	}
+	if (uv_loop_init(&loop) != 0)
+		goto out_store;
+	ag->loop = &loop;
+	uv_timer_init(ag->loop, &ag->tick);
+	uv_timer_init(ag->loop, &ag->kick);
+	ag->tick.data = ag->kick.data = ag;
+	uv_signal_init(ag->loop, &ag->sig_term);
+	uv_signal_init(ag->loop, &ag->sig_int);
+	uv_signal_init(ag->loop, &ag->sig_hup);
+	ag->sig_term.data = ag->sig_int.data = ag->sig_hup.data = ag;
+	uv_signal_start(&ag->sig_term, on_signal, SIGTERM);
+	uv_signal_start(&ag->sig_int, on_signal, SIGINT);
+	uv_signal_start(&ag->sig_hup, on_signal, SIGHUP);
+
+	log_info("shoal %s, device ID %s", SHOAL_VERSION, ag->idstr);
+	const char *la = listen ? listen : ag->cfg.listen ? ag->cfg.listen : CFG_DEFAULT_LISTEN;
+	rc = agent_listen(ag, la);
+	if (rc != 0) {
+		log_error("cannot listen on %s: %s", la, rc == -EINVAL ? "bad address" : uv_strerror(rc));
+		ag->exit_code = 1;
+		agent_stop(ag, "cannot listen");
+		goto run;
+	}
+	log_info("listening on %s", ag->listen_addr);
+	if (!no_mdns)
+		log_info("mDNS discovery is not available in this build; devices are reached at "
+			 "their configured addresses");
+	if (control_listen(ag) != 0)
+		log_warn("no control socket at %s: status and reloads go through the files only",
+			 ag->sock_path);
+	agent_apply_config(ag);
+	if (created || ag->cfg.npeers == 0)
+		log_info("to share: on the other device run `shoal device add %s --addr "
+			 "THIS-HOST:%s`, and here `shoal device add THEIR-ID` and `shoal folder "
+			 "share FOLDER THEIR-ID`",
+			 ag->idstr, strrchr(ag->listen_addr, ':') + 1);
+	uv_timer_start(&ag->tick, on_tick, TICK_MS, TICK_MS);
+	agent_kick(ag);
+run:
+	uv_run(ag->loop, UV_RUN_DEFAULT);
+	/* Folders and devices go once every job and connection has ended. */
+	while (ag->folders) {
+		struct folder *f = ag->folders;
+		ag->folders = f->next;
+		folder_free(f);
+	}
+	for (struct device *d = ag->devices; d; d = d->next)
+		d->mark = 1;
+	devices_sweep(ag);
+	rc = uv_loop_close(ag->loop);
+	if (rc != 0)
+		log_warn("event loop closed with handles left: %s", uv_strerror(rc));
+	exit_code = ag->exit_code;
+	if (exit_code == 0)
+		log_info("stopped");
+out_store:
+	store_close(ag->store);
+out_free:
+	if (ag->lockfd >= 0)
+		close(ag->lockfd);
+	free(lockpath);
+	config_release(&ag->cfg);
+	sec_identity_release(&ag->ident);
+	free(ag->home);
+	free(ag->config_path);
+	free(ag->sock_path);
+	free(ag->listen_override);
+	free(ag);
+	return exit_code;
+}

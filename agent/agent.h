@@ -1,0 +1,174 @@
+/*
+ * agent/agent.h - the running agent: its devices, folders and connections.
+ *
+ * Invariants:
+ * - One libuv loop, one thread. LMDB is used from the loop thread only;
+ *   hashing, file reads and writes, fsync and renames run on the libuv thread
+ *   pool and hand results back to the loop.
+ * - A folder runs at most one job at a time: a scan or a pull. A scan never
+ *   sees a file the puller renamed but has not yet recorded.
+ * - Devices and folders come from the configuration file; a reload updates
+ *   them in place and closes the connections whose sharing changed, so every
+ *   connection always works on what the configuration says now.
+ * - A connection's device is known only after the handshake proved its key.
+ */
+#ifndef SHOAL_AGENT_AGENT_H
+#define SHOAL_AGENT_AGENT_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include <uv.h>
+
+#include "agent/config.h"
+#include "agent/json.h"
+#include "crypto/identity.h"
+#include "crypto/noise.h"
+#include "proto/msg.h"
+#include "store/store.h"
+
+struct conn;
+struct scanner;
+struct puller;
+
+struct counts {
+	uint64_t files, bytes;
+};
+
+struct device {
+	struct device *next;
+	struct agent *ag;
+	unsigned char id[32];
+	char idstr[SEC_DEVID_STRLEN + 1];
+	uint64_t short_id;
+	char *name;
+	char **addrs;
+	size_t naddrs;
+	uint32_t num;           /* store device number */
+	struct conn *conn;      /* the authenticated connection, or NULL */
+	struct conn *dialing;   /* an outgoing connection still being set up */
+	uint64_t next_dial_ms;
+	uint32_t backoff_ms;
+	size_t addr_ix;
+	uint64_t in_bytes, out_bytes; /* totals over all connections */
+	int mark;               /* reload bookkeeping */
+};
+
+enum folder_state { FOLDER_IDLE, FOLDER_SCANNING, FOLDER_SYNCING, FOLDER_ERROR };
+
+struct folder {
+	struct folder *next;
+	struct agent *ag;
+	char *id, *label, *path;
+	enum folder_mode mode;
+	unsigned char (*shares)[32];
+	size_t nshares;
+	uint32_t num;
+	int rootfd;
+	uint64_t index_id;
+	enum folder_state state;
+	char error[256];
+	struct scanner *scan;
+	struct puller *pull;
+	int scan_wanted, pull_wanted;
+	uint64_t pull_at_ms;    /* debounce: pull no earlier than this */
+	uint64_t next_scan_ms;
+	struct counts local, global, need;
+	int mark;
+};
+
+struct agent {
+	uv_loop_t *loop;
+	char *home;
+	char *config_path;
+	char *sock_path;
+	struct sec_identity ident;
+	char idstr[SEC_DEVID_STRLEN + 1];
+	uint64_t short_id;
+	struct store *store;
+	struct config cfg;
+	struct stat cfg_st;
+	char *listen_override;
+	int no_mdns;
+	int lockfd;
+
+	uv_tcp_t listener;
+	int listening;
+	char listen_addr[80];
+	uv_pipe_t control;
+	int control_open;
+	uv_timer_t tick;
+	uv_timer_t kick;        /* runs folder work soon after something changed */
+	uv_signal_t sig_term, sig_int, sig_hup;
+
+	struct folder *folders;
+	struct device *devices;
+	struct conn *conns;
+	uint32_t next_req_id;
+	int stopping;
+	int reload_pending;
+	int exit_code;
+	uint64_t rescan_interval_ms;
+};
+
+/* Runs the agent until SIGTERM/SIGINT. Returns the process exit code. */
+int agent_run(const char *home, const char *listen, int no_mdns);
+
+struct device *agent_device(struct agent *ag, const unsigned char id[32]);
+struct device *agent_device_by_num(struct agent *ag, uint32_t num);
+struct folder *agent_folder(struct agent *ag, const char *id, size_t len);
+int folder_shared_with(const struct folder *f, const struct device *d);
+
+/* Asks for folder work (scan or pull) on the next turn of the loop. */
+void agent_kick(struct agent *ag);
+/* Re-reads the configuration file and applies it. Returns 0 or a negative code. */
+int agent_reload(struct agent *ag);
+/* The folder's local index grew: tell every connected peer that shares it. */
+void agent_local_index_changed(struct agent *ag, struct folder *f);
+void folder_set_error(struct folder *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void folder_clear_error(struct folder *f);
+const char *folder_state_name(enum folder_state s);
+
+/* ---- connections (conn.c) ---- */
+void conn_accept(struct agent *ag, uv_stream_t *server);
+int conn_dial(struct agent *ag, struct device *d, const char *addr);
+void conn_close(struct conn *c, const char *reason);
+void conn_tick(struct conn *c, uint64_t now);
+/* Queues a block request; returns 0 or a negative code (not connected). */
+int conn_request(struct conn *c, const struct proto_request *r);
+/* Wakes the index sender of c for folder f. */
+void conn_index_changed(struct conn *c, struct folder *f);
+struct device *conn_device(const struct conn *c);
+struct conn *conn_next(const struct conn *c);
+int conn_active(const struct conn *c);
+const char *conn_address(const struct conn *c);
+uint64_t conn_in_bytes(const struct conn *c);
+uint64_t conn_out_bytes(const struct conn *c);
+
+/* ---- scanner (scan.c) ---- */
+/* Starts a scan of f. Returns 0 or a negative code; folder_job_done() follows. */
+int scan_start(struct folder *f);
+void scan_abort(struct folder *f);
+
+/* ---- puller (pull.c) ---- */
+int pull_start(struct folder *f);
+void pull_abort(struct folder *f);
+/* A response arrived for one of the puller's requests. */
+void pull_on_response(struct agent *ag, const struct proto_response *r);
+/* A connection closed: fail its outstanding requests. */
+void pull_on_conn_closed(struct agent *ag, struct conn *c);
+/* Lets a running pull settle what changed (called from the kick handler). */
+void pull_poke(struct folder *f);
+/* Counts global/need for f from the store (also used by the offline CLI). */
+int plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need);
+
+/* Called by scan.c and pull.c when the folder's job ends. */
+void folder_job_done(struct folder *f);
+
+/* ---- control socket (control.c) ---- */
+int control_listen(struct agent *ag);
+void control_close(struct agent *ag);
+void status_json_running(struct agent *ag, struct json *j);
+
+#endif

@@ -1,0 +1,1013 @@
+/*
+ * agent/main.c - the shoal command line: one binary, subcommands.
+ *
+ * Every subcommand except `run` works whether or not an agent runs: it edits
+ * HOME/config under HOME/config.lock and then asks a running agent (through
+ * the control socket) to reload, so the change takes effect at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/config.h"
+#include "agent/home.h"
+#include "agent/json.h"
+#include "agent/log.h"
+#include "agent/util.h"
+#include "crypto/sec.h"
+
+static const char *opt_home;
+
+static const char usage_main[] =
+	"usage: shoal [--home DIR] [--log-level LEVEL] COMMAND [ARGS]\n"
+	"\n"
+	"shoal keeps folders in sync between devices on a LAN, peer to peer, over an\n"
+	"authenticated, encrypted connection.\n"
+	"\n"
+	"Commands:\n"
+	"  init [--name NAME]                 create this device's identity; print its ID\n"
+	"  id                                 print this device's ID\n"
+	"  run [--listen HOST:PORT] [--no-mdns]\n"
+	"                                     run the agent in the foreground\n"
+	"  status [--json]                    folders, devices and sync progress\n"
+	"  folder add ID PATH [--mode send|receive|send-receive] [--label LABEL]\n"
+	"  folder share ID DEVICE_ID          share a folder with a device\n"
+	"  folder unshare ID DEVICE_ID        stop sharing it\n"
+	"  folder remove ID                   forget a folder (its files stay on disk)\n"
+	"  folder list [--json]\n"
+	"  device add DEVICE_ID [--name NAME] [--addr HOST:PORT]...\n"
+	"  device remove DEVICE_ID\n"
+	"  device list [--json]\n"
+	"\n"
+	"Options:\n"
+	"  --home DIR         state directory (default $SHOAL_HOME, else\n"
+	"                     $XDG_STATE_HOME/shoal, else ~/.local/state/shoal)\n"
+	"  --log-level LEVEL  error, warn, info (default) or debug; also $SHOAL_LOG_LEVEL\n"
+	"  -h, --help         this help; `shoal COMMAND --help` for a command's own\n"
+	"  --version          print the version\n";
+
+static const char usage_init[] =
+	"usage: shoal [--home DIR] init [--name NAME]\n"
+	"\n"
+	"Creates this device's key pair in the state directory (mode 0600) unless it\n"
+	"exists, sets the device name, and prints the device ID on the last line.\n"
+	"Give the ID to the people whose devices should sync with this one.\n";
+
+static const char usage_id[] = "usage: shoal [--home DIR] id\n\nPrints this device's ID.\n";
+
+static const char usage_run[] =
+	"usage: shoal [--home DIR] run [--listen HOST:PORT] [--no-mdns]\n"
+	"\n"
+	"Runs the agent in the foreground, logging to stderr, until SIGTERM or SIGINT.\n"
+	"SIGHUP reloads the configuration (changes made with shoal commands are\n"
+	"picked up at once anyway). A first run creates the identity and, when no\n"
+	"folder is configured, a send-receive folder \"default\" at ~/Shoal.\n"
+	"\n"
+	"  --listen HOST:PORT  listen address (default from the config, else 0.0.0.0:22100;\n"
+	"                      port 0 picks a free port)\n"
+	"  --no-mdns           do not use mDNS discovery; reach devices at their\n"
+	"                      configured addresses only\n";
+
+static const char usage_status[] =
+	"usage: shoal [--home DIR] status [--json]\n"
+	"\n"
+	"Shows each folder's state (idle, scanning, syncing, error), what this device\n"
+	"has (local), what the cluster has (global) and what is still needed, and each\n"
+	"device's connection. With --json, one JSON object for programs. Works when\n"
+	"the agent is stopped too (folders then show \"stopped\").\n";
+
+static const char usage_folder[] =
+	"usage: shoal [--home DIR] folder add ID PATH [--mode MODE] [--label LABEL]\n"
+	"       shoal [--home DIR] folder share ID DEVICE_ID\n"
+	"       shoal [--home DIR] folder unshare ID DEVICE_ID\n"
+	"       shoal [--home DIR] folder remove ID\n"
+	"       shoal [--home DIR] folder list [--json]\n"
+	"\n"
+	"ID is 1-64 characters of letters, digits, '.', '_' and '-'; every device uses the\n"
+	"same ID for the same folder. PATH is created if missing. MODE is one of:\n"
+	"  send          send-only: local changes go out, remote changes are ignored\n"
+	"  receive       receive-only: remote changes come in, local edits stay local\n"
+	"  send-receive  both ways (the default)\n"
+	"A folder syncs only with the devices it is shared with.\n";
+
+static const char usage_device[] =
+	"usage: shoal [--home DIR] device add DEVICE_ID [--name NAME] [--addr HOST:PORT]...\n"
+	"       shoal [--home DIR] device remove DEVICE_ID\n"
+	"       shoal [--home DIR] device list [--json]\n"
+	"\n"
+	"Only devices added here may connect; a device proves its ID with its key\n"
+	"during the handshake. --addr gives an address to dial (repeatable).\n";
+
+static void
+die_usage(const char *u)
+{
+	fputs(u, stderr);
+	exit(2);
+}
+
+static int
+wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- control socket client ---- */
+
+/* Sends cmd to a running agent; *out gets the malloc'd reply. Returns 0, or -errno if none runs. */
+static int
+ctl_request(const char *home, const char *cmd, char **out)
+{
+	struct sockaddr_un sa;
+	char *path = home_file(home, "control.sock");
+	struct strbuf sb;
+	char buf[4096];
+	int fd, rc = 0;
+
+	*out = NULL;
+	if (!path)
+		return -ENOMEM;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		free(path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	free(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	strbuf_init(&sb);
+	if (write(fd, cmd, strlen(cmd)) < 0 || write(fd, "\n", 1) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		strbuf_add(&sb, buf, (size_t)n);
+	}
+	if (sb.len == 0 || sb.oom) {
+		rc = -EPROTO;
+		goto out;
+	}
+	while (sb.len && sb.buf[sb.len - 1] == '\n')
+		sb.buf[--sb.len] = '\0';
+	*out = sb.buf;
+	sb.buf = NULL;
+out:
+	strbuf_release(&sb);
+	close(fd);
+	return rc;
+}
+
+/* ---- configuration edits ---- */
+
+struct cfg_edit {
+	char *home, *path;
+	int lockfd;
+	struct config cfg;
+};
+
+static void
+cfg_begin(struct cfg_edit *e)
+{
+	char err[256];
+	char *lock;
+	int rc;
+
+	e->home = home_resolve(opt_home);
+	if (!e->home || home_ensure(e->home) != 0) {
+		fprintf(stderr, "shoal: cannot create the state directory %s\n",
+			e->home ? e->home : "?");
+		exit(1);
+	}
+	e->path = home_file(e->home, "config");
+	lock = home_file(e->home, "config.lock");
+	e->lockfd = lock ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+	free(lock);
+	if (e->lockfd < 0 || flock(e->lockfd, LOCK_EX) != 0) {
+		fprintf(stderr, "shoal: cannot lock the configuration in %s\n", e->home);
+		exit(1);
+	}
+	rc = config_load(&e->cfg, e->path, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "shoal: %s: %s\n", e->path, err[0] ? err : strerror(-rc));
+		exit(1);
+	}
+}
+
+static void
+cfg_end(struct cfg_edit *e, int save)
+{
+	char *reply = NULL;
+	if (save) {
+		int rc = config_save(&e->cfg, e->path);
+		if (rc != 0) {
+			fprintf(stderr, "shoal: cannot write %s: %s\n", e->path, strerror(-rc));
+			exit(1);
+		}
+		if (ctl_request(e->home, "reload", &reply) == 0 && strcmp(reply, "ok") != 0)
+			fprintf(stderr, "shoal: the running agent says: %s\n", reply);
+		free(reply);
+	}
+	close(e->lockfd);
+	config_release(&e->cfg);
+	free(e->home);
+	free(e->path);
+}
+
+static void
+parse_devid_or_die(const char *s, unsigned char id[32])
+{
+	int rc = sec_devid_parse(s, id);
+	if (rc == SEC_EDEVIDCHECK) {
+		fprintf(stderr, "shoal: %s is not a valid device ID: a check character does not "
+				"match (a typo?)\n", s);
+		exit(2);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "shoal: %s is not a device ID (expected 56 letters A-Z and digits "
+				"2-7 in groups of 7)\n", s);
+		exit(2);
+	}
+}
+
+static void
+load_identity_or_die(const char *home, struct sec_identity *id)
+{
+	int rc = home_identity(home, id, 0, NULL);
+	if (rc == -ENOENT) {
+		fprintf(stderr, "shoal: no identity in %s yet; run `shoal init` first\n", home);
+		exit(1);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "shoal: cannot read the device key in %s: %s\n", home,
+			sec_strerror(rc));
+		exit(1);
+	}
+}
+
+/* ---- commands ---- */
+
+static int
+cmd_init(int argc, char **argv)
+{
+	static const struct option opts[] = {{"name", required_argument, NULL, 'n'}, {0}};
+	const char *name = NULL;
+	struct sec_identity id;
+	struct cfg_edit e = {0};
+	char idstr[SEC_DEVID_STRLEN + 1];
+	int c, created, rc;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_init, stdout);
+		return 0;
+	}
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'n')
+			name = optarg;
+		else
+			die_usage(usage_init);
+	}
+	if (optind != argc)
+		die_usage(usage_init);
+	cfg_begin(&e);
+	memset(&id, 0, sizeof(id));
+	rc = home_identity(e.home, &id, 1, &created);
+	if (rc != 0) {
+		fprintf(stderr, "shoal: cannot create the device key in %s: %s\n", e.home,
+			sec_strerror(rc));
+		return 1;
+	}
+	if (name)
+		config_set_str(&e.cfg.name, name);
+	else if (!e.cfg.name) {
+		char host[256] = "shoal";
+		gethostname(host, sizeof(host) - 1);
+		config_set_str(&e.cfg.name, host);
+	}
+	sec_devid_format(id.id, idstr);
+	printf("%s identity in %s (device name \"%s\")\n", created ? "Created a new" : "Existing",
+	       e.home, e.cfg.name);
+	printf("%s\n", idstr);
+	cfg_end(&e, 1);
+	sec_identity_release(&id);
+	return 0;
+}
+
+static int
+cmd_id(int argc, char **argv)
+{
+	struct sec_identity id;
+	char idstr[SEC_DEVID_STRLEN + 1];
+	char *home;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_id, stdout);
+		return 0;
+	}
+	if (argc > 1)
+		die_usage(usage_id);
+	home = home_resolve(opt_home);
+	memset(&id, 0, sizeof(id));
+	load_identity_or_die(home, &id);
+	sec_devid_format(id.id, idstr);
+	printf("%s\n", idstr);
+	sec_identity_release(&id);
+	free(home);
+	return 0;
+}
+
+static int
+folder_add(int argc, char **argv)
+{
+	static const struct option opts[] = {{"mode", required_argument, NULL, 'm'},
+					     {"label", required_argument, NULL, 'l'},
+					     {0}};
+	enum folder_mode mode = MODE_SENDRECEIVE;
+	const char *label = NULL;
+	char real[PATH_MAX];
+	struct cfg_edit e = {0};
+	struct cfg_folder *f;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'm') {
+			if (mode_parse(optarg, &mode) != 0) {
+				fprintf(stderr, "shoal: unknown mode %s (send, receive or "
+						"send-receive)\n", optarg);
+				return 2;
+			}
+		} else if (c == 'l') {
+			label = optarg;
+		} else {
+			die_usage(usage_folder);
+		}
+	}
+	if (argc - optind != 2)
+		die_usage(usage_folder);
+	const char *fid = argv[optind], *path = argv[optind + 1];
+	if (!folder_id_valid(fid)) {
+		fprintf(stderr, "shoal: bad folder ID \"%s\": use 1-64 letters, digits, '.', '_' or "
+				"'-', not starting with '.'\n", fid);
+		return 2;
+	}
+	rc = mkdir_p(path, 0755);
+	if (rc != 0 || !realpath(path, real)) {
+		fprintf(stderr, "shoal: cannot create or open %s: %s\n", path,
+			strerror(rc ? -rc : errno));
+		return 1;
+	}
+	cfg_begin(&e);
+	if ((f = config_folder(&e.cfg, fid))) {
+		if (strcmp(f->path, real) != 0) {
+			fprintf(stderr, "shoal: folder %s already exists at %s\n", fid, f->path);
+			cfg_end(&e, 0);
+			return 1;
+		}
+		f->mode = mode;
+	} else if (!(f = config_add_folder(&e.cfg, fid, real, mode))) {
+		fprintf(stderr, "shoal: out of memory\n");
+		return 1;
+	}
+	if (label)
+		config_set_str(&f->label, label);
+	/* The marker tells a later scan that the folder's disk is really there. */
+	char *marker = path_join(real, ".shoal-folder");
+	int fd = marker ? open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+	if (fd >= 0)
+		close(fd);
+	free(marker);
+	printf("folder %s at %s (%s)\n", fid, real, mode_name(mode));
+	cfg_end(&e, 1);
+	return 0;
+}
+
+static int
+folder_share(int argc, char **argv, int share)
+{
+	unsigned char id[32];
+	struct cfg_edit e = {0};
+	struct cfg_folder *f;
+
+	if (argc != 3)
+		die_usage(usage_folder);
+	optind = 1;
+	parse_devid_or_die(argv[optind + 1], id);
+	cfg_begin(&e);
+	f = config_folder(&e.cfg, argv[optind]);
+	if (!f) {
+		fprintf(stderr, "shoal: no folder %s; add it with `shoal folder add`\n",
+			argv[optind]);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	if (share) {
+		if (!config_peer(&e.cfg, id)) {
+			/* Sharing with a device makes it known; its address may come later. */
+			config_add_peer(&e.cfg, id);
+			fprintf(stderr, "shoal: note: %s was not a known device; added it (give its "
+					"address with `shoal device add ID --addr HOST:PORT`)\n",
+				argv[optind + 1]);
+		}
+		config_folder_share(f, id);
+		printf("folder %s shared with %s\n", f->id, argv[optind + 1]);
+	} else {
+		size_t w = 0;
+		for (size_t i = 0; i < f->nshares; i++)
+			if (memcmp(f->shares[i], id, 32) != 0)
+				memcpy(f->shares[w++], f->shares[i], 32);
+		f->nshares = w;
+		printf("folder %s no longer shared with %s\n", f->id, argv[optind + 1]);
+	}
+	cfg_end(&e, 1);
+	return 0;
+}
+
+static int
+folder_remove(int argc, char **argv)
+{
+	struct cfg_edit e = {0};
+	size_t w = 0;
+	int found = 0;
+
+	if (argc != 2)
+		die_usage(usage_folder);
+	optind = 1;
+	cfg_begin(&e);
+	for (size_t i = 0; i < e.cfg.nfolders; i++) {
+		struct cfg_folder *f = &e.cfg.folders[i];
+		if (strcmp(f->id, argv[optind]) == 0) {
+			found = 1;
+			free(f->id);
+			free(f->label);
+			free(f->path);
+			free(f->shares);
+			continue;
+		}
+		e.cfg.folders[w++] = *f;
+	}
+	e.cfg.nfolders = w;
+	if (!found) {
+		fprintf(stderr, "shoal: no folder %s\n", argv[optind]);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	printf("folder %s removed (its files stay on disk)\n", argv[optind]);
+	cfg_end(&e, 1);
+	return 0;
+}
+
+static int
+folder_list(int json)
+{
+	struct cfg_edit e = {0};
+	char idstr[SEC_DEVID_STRLEN + 1];
+	struct json j;
+
+	cfg_begin(&e);
+	json_init(&j);
+	json_arr_open(&j);
+	for (size_t i = 0; i < e.cfg.nfolders; i++) {
+		struct cfg_folder *f = &e.cfg.folders[i];
+		if (!json) {
+			printf("%s\t%s\t%s\t%zu device%s\n", f->id, mode_name(f->mode), f->path,
+			       f->nshares, f->nshares == 1 ? "" : "s");
+			continue;
+		}
+		json_obj_open(&j);
+		json_key(&j, "id");
+		json_str(&j, f->id);
+		json_key(&j, "path");
+		json_str(&j, f->path);
+		json_key(&j, "mode");
+		json_str(&j, mode_name(f->mode));
+		json_key(&j, "shared_with");
+		json_arr_open(&j);
+		for (size_t k = 0; k < f->nshares; k++) {
+			sec_devid_format(f->shares[k], idstr);
+			json_str(&j, idstr);
+		}
+		json_arr_close(&j);
+		json_obj_close(&j);
+	}
+	json_arr_close(&j);
+	if (json)
+		printf("%s\n", json_finish(&j));
+	json_release(&j);
+	cfg_end(&e, 0);
+	return 0;
+}
+
+static int
+cmd_folder(int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : "";
+
+	if (wants_help(argc, argv) || argc < 2) {
+		fputs(usage_folder, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	argc--;
+	argv++;
+	optind = 0;
+	if (strcmp(sub, "add") == 0)
+		return folder_add(argc, argv);
+	if (strcmp(sub, "share") == 0)
+		return folder_share(argc, argv, 1);
+	if (strcmp(sub, "unshare") == 0)
+		return folder_share(argc, argv, 0);
+	if (strcmp(sub, "remove") == 0)
+		return folder_remove(argc, argv);
+	if (strcmp(sub, "list") == 0)
+		return folder_list(argc > 1 && strcmp(argv[1], "--json") == 0);
+	die_usage(usage_folder);
+	return 2;
+}
+
+static int
+device_add(int argc, char **argv)
+{
+	static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+					     {"addr", required_argument, NULL, 'a'},
+					     {0}};
+	const char *name = NULL;
+	const char *addrs[16];
+	size_t naddrs = 0;
+	unsigned char id[32];
+	struct sec_identity me;
+	struct cfg_edit e = {0};
+	struct cfg_peer *p;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'n')
+			name = optarg;
+		else if (c == 'a' && naddrs < 16)
+			addrs[naddrs++] = optarg;
+		else
+			die_usage(usage_device);
+	}
+	if (argc - optind != 1)
+		die_usage(usage_device);
+	parse_devid_or_die(argv[optind], id);
+	for (size_t i = 0; i < naddrs; i++) {
+		const char *colon = strrchr(addrs[i], ':');
+		if (!colon || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535) {
+			fprintf(stderr, "shoal: bad address %s: expected HOST:PORT\n", addrs[i]);
+			return 2;
+		}
+	}
+	cfg_begin(&e);
+	memset(&me, 0, sizeof(me));
+	if (home_identity(e.home, &me, 0, NULL) == 0 && memcmp(me.id, id, 32) == 0) {
+		fprintf(stderr, "shoal: %s is this device's own ID\n", argv[optind]);
+		sec_identity_release(&me);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	sec_identity_release(&me);
+	p = config_peer(&e.cfg, id);
+	if (!p && !(p = config_add_peer(&e.cfg, id))) {
+		fprintf(stderr, "shoal: out of memory\n");
+		return 1;
+	}
+	if (name)
+		config_set_str(&p->name, name);
+	for (size_t i = 0; i < naddrs; i++)
+		config_peer_add_addr(p, addrs[i]);
+	printf("device %s added\n", argv[optind]);
+	cfg_end(&e, 1);
+	return 0;
+}
+
+static int
+device_remove(int argc, char **argv)
+{
+	unsigned char id[32];
+	struct cfg_edit e = {0};
+	size_t w = 0;
+	int found = 0;
+
+	if (argc != 2)
+		die_usage(usage_device);
+	optind = 1;
+	parse_devid_or_die(argv[optind], id);
+	cfg_begin(&e);
+	for (size_t i = 0; i < e.cfg.npeers; i++) {
+		struct cfg_peer *p = &e.cfg.peers[i];
+		if (memcmp(p->id, id, 32) == 0) {
+			found = 1;
+			free(p->name);
+			for (size_t k = 0; k < p->naddrs; k++)
+				free(p->addrs[k]);
+			free(p->addrs);
+			continue;
+		}
+		e.cfg.peers[w++] = *p;
+	}
+	e.cfg.npeers = w;
+	for (size_t i = 0; i < e.cfg.nfolders; i++) {
+		struct cfg_folder *f = &e.cfg.folders[i];
+		size_t k2 = 0;
+		for (size_t k = 0; k < f->nshares; k++)
+			if (memcmp(f->shares[k], id, 32) != 0)
+				memcpy(f->shares[k2++], f->shares[k], 32);
+		f->nshares = k2;
+	}
+	if (!found) {
+		fprintf(stderr, "shoal: no device %s\n", argv[optind]);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	printf("device %s removed\n", argv[optind]);
+	cfg_end(&e, 1);
+	return 0;
+}
+
+static int
+device_list(int json)
+{
+	struct cfg_edit e = {0};
+	char idstr[SEC_DEVID_STRLEN + 1];
+	struct json j;
+
+	cfg_begin(&e);
+	json_init(&j);
+	json_arr_open(&j);
+	for (size_t i = 0; i < e.cfg.npeers; i++) {
+		struct cfg_peer *p = &e.cfg.peers[i];
+		sec_devid_format(p->id, idstr);
+		if (!json) {
+			printf("%s\t%s", idstr, p->name ? p->name : "-");
+			for (size_t k = 0; k < p->naddrs; k++)
+				printf("\t%s", p->addrs[k]);
+			printf("\n");
+			continue;
+		}
+		json_obj_open(&j);
+		json_key(&j, "id");
+		json_str(&j, idstr);
+		json_key(&j, "name");
+		json_str(&j, p->name ? p->name : "");
+		json_key(&j, "addresses");
+		json_arr_open(&j);
+		for (size_t k = 0; k < p->naddrs; k++)
+			json_str(&j, p->addrs[k]);
+		json_arr_close(&j);
+		json_obj_close(&j);
+	}
+	json_arr_close(&j);
+	if (json)
+		printf("%s\n", json_finish(&j));
+	json_release(&j);
+	cfg_end(&e, 0);
+	return 0;
+}
+
+static int
+cmd_device(int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : "";
+
+	if (wants_help(argc, argv) || argc < 2) {
+		fputs(usage_device, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	argc--;
+	argv++;
+	optind = 0;
+	if (strcmp(sub, "add") == 0)
+		return device_add(argc, argv);
+	if (strcmp(sub, "remove") == 0)
+		return device_remove(argc, argv);
+	if (strcmp(sub, "list") == 0)
+		return device_list(argc > 1 && strcmp(argv[1], "--json") == 0);
+	die_usage(usage_device);
+	return 2;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+					     {"no-mdns", no_argument, NULL, 'M'},
+					     {0}};
+	const char *listen = NULL;
+	int no_mdns = 0, c;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_run, stdout);
+		return 0;
+	}
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'l')
+			listen = optarg;
+		else if (c == 'M')
+			no_mdns = 1;
+		else
+			die_usage(usage_run);
+	}
+	if (optind != argc)
+		die_usage(usage_run);
+	return agent_run(opt_home, listen, no_mdns);
+}
+
+/* Status when no agent runs: the configuration and what the database knows. */
+static void
+status_offline(const char *home, struct json *j)
+{
+	struct config cfg;
+	struct sec_identity id;
+	struct store *st = NULL;
+	char err[256], idstr[SEC_DEVID_STRLEN + 1] = "";
+	char *cpath = home_file(home, "config");
+
+	memset(&id, 0, sizeof(id));
+	if (home_identity(home, &id, 0, NULL) == 0)
+		sec_devid_format(id.id, idstr);
+	sec_identity_release(&id);
+	if (config_load(&cfg, cpath, err, sizeof(err)) != 0)
+		memset(&cfg, 0, sizeof(cfg));
+	free(cpath);
+	if (store_open_readonly(&st, home) != 0)
+		st = NULL;
+	json_obj_open(j);
+	json_key(j, "device");
+	json_obj_open(j);
+	json_key(j, "id");
+	json_str(j, idstr);
+	json_key(j, "name");
+	json_str(j, cfg.name ? cfg.name : "");
+	json_obj_close(j);
+	json_key(j, "running");
+	json_bool(j, 0);
+	json_key(j, "folders");
+	json_arr_open(j);
+	for (size_t i = 0; i < cfg.nfolders; i++) {
+		struct cfg_folder *f = &cfg.folders[i];
+		struct counts local = {0, 0}, global = {0, 0}, need = {0, 0};
+		if (st) {
+			struct store_txn *txn;
+			uint32_t fnum, devs[64];
+			size_t n = 0;
+			if (store_read_begin(st, &txn) == 0) {
+				int ok = store_folder_num(txn, f->id, 0, &fnum) == 0;
+				for (size_t k = 0; ok && k < f->nshares && n < 64; k++)
+					if (store_device_num(txn, f->shares[k], 0, &devs[n]) == 0)
+						n++;
+				store_read_end(txn);
+				if (ok)
+					plan_counts(st, fnum, devs, n, f->mode, &local, &global,
+						    &need);
+			}
+		}
+		json_obj_open(j);
+		json_key(j, "id");
+		json_str(j, f->id);
+		json_key(j, "label");
+		json_str(j, f->label ? f->label : f->id);
+		json_key(j, "path");
+		json_str(j, f->path);
+		json_key(j, "mode");
+		json_str(j, mode_name(f->mode));
+		json_key(j, "state");
+		json_str(j, "stopped");
+		json_key(j, "error");
+		json_null(j);
+		const struct counts *cs[3] = {&local, &global, &need};
+		const char *names[3] = {"local", "global", "need"};
+		for (int k = 0; k < 3; k++) {
+			json_key(j, names[k]);
+			json_obj_open(j);
+			json_key(j, "files");
+			json_u64(j, cs[k]->files);
+			json_key(j, "bytes");
+			json_u64(j, cs[k]->bytes);
+			json_obj_close(j);
+		}
+		json_obj_close(j);
+	}
+	json_arr_close(j);
+	json_key(j, "devices");
+	json_arr_open(j);
+	for (size_t i = 0; i < cfg.npeers; i++) {
+		sec_devid_format(cfg.peers[i].id, idstr);
+		json_obj_open(j);
+		json_key(j, "id");
+		json_str(j, idstr);
+		json_key(j, "name");
+		json_str(j, cfg.peers[i].name ? cfg.peers[i].name : "");
+		json_key(j, "connected");
+		json_bool(j, 0);
+		json_key(j, "address");
+		json_null(j);
+		json_key(j, "in_bytes");
+		json_u64(j, 0);
+		json_key(j, "out_bytes");
+		json_u64(j, 0);
+		json_obj_close(j);
+	}
+	json_arr_close(j);
+	json_obj_close(j);
+	if (st)
+		store_close(st);
+	config_release(&cfg);
+}
+
+/* Renders the status JSON (the agent's or the offline one) for people. */
+static int
+status_human(const char *text)
+{
+	struct jv *v = jv_parse(text);
+	const struct jv *dev, *folders, *devices;
+	char b1[32], b2[32], b3[32];
+
+	if (!v) {
+		fprintf(stderr, "shoal: the agent's answer is not valid JSON\n");
+		return 1;
+	}
+	dev = jv_get(v, "device");
+	const struct jv *running = jv_get(v, "running");
+	printf("This device  %s  %s\n", jv_str(jv_get(dev, "name"), ""),
+	       jv_str(jv_get(dev, "id"), "(no identity yet: run shoal init)"));
+	if (running && running->b)
+		printf("Agent        running, listening on %s\n", jv_str(jv_get(dev, "listen"), "?"));
+	else
+		printf("Agent        not running (start it with `shoal run`)\n");
+	folders = jv_get(v, "folders");
+	printf("\nFolders\n");
+	for (size_t i = 0; folders && i < folders->n; i++) {
+		const struct jv *f = folders->items[i];
+		const struct jv *loc = jv_get(f, "local"), *glob = jv_get(f, "global"),
+				*need = jv_get(f, "need");
+		double gb = jv_num(jv_get(glob, "bytes")), nb = jv_num(jv_get(need, "bytes"));
+		fmt_bytes((uint64_t)jv_num(jv_get(loc, "bytes")), b1, sizeof(b1));
+		fmt_bytes((uint64_t)gb, b2, sizeof(b2));
+		fmt_bytes((uint64_t)nb, b3, sizeof(b3));
+		printf("  %-12s %-13s %-9s %s\n", jv_str(jv_get(f, "id"), "?"),
+		       jv_str(jv_get(f, "mode"), "?"), jv_str(jv_get(f, "state"), "?"),
+		       jv_str(jv_get(f, "path"), "?"));
+		printf("               local %.0f items, %s; cluster %.0f items, %s; needs %.0f "
+		       "items, %s\n",
+		       jv_num(jv_get(loc, "files")), b1, jv_num(jv_get(glob, "files")), b2,
+		       jv_num(jv_get(need, "files")), b3);
+		if (gb > 0 && nb > 0) {
+			int pct = (int)(100.0 * (gb - nb) / gb);
+			char bar[33];
+			int fill = pct * 32 / 100;
+			for (int k = 0; k < 32; k++)
+				bar[k] = k < fill ? '#' : '.';
+			bar[32] = '\0';
+			printf("               [%s] %d%%\n", bar, pct < 0 ? 0 : pct);
+		}
+		const char *err = jv_str(jv_get(f, "error"), NULL);
+		if (err)
+			printf("               error: %s\n", err);
+	}
+	if (!folders || folders->n == 0)
+		printf("  (none: add one with `shoal folder add ID PATH`)\n");
+	devices = jv_get(v, "devices");
+	printf("\nDevices\n");
+	for (size_t i = 0; devices && i < devices->n; i++) {
+		const struct jv *d = devices->items[i];
+		const struct jv *conn = jv_get(d, "connected");
+		fmt_bytes((uint64_t)jv_num(jv_get(d, "in_bytes")), b1, sizeof(b1));
+		fmt_bytes((uint64_t)jv_num(jv_get(d, "out_bytes")), b2, sizeof(b2));
+		printf("  %-12s %s\n", jv_str(jv_get(d, "name"), ""), jv_str(jv_get(d, "id"), "?"));
+		if (conn && conn->b)
+			printf("               connected at %s, in %s, out %s\n",
+			       jv_str(jv_get(d, "address"), "?"), b1, b2);
+		else
+			printf("               not connected\n");
+	}
+	if (!devices || devices->n == 0)
+		printf("  (none: add one with `shoal device add DEVICE_ID --addr HOST:PORT`)\n");
+	jv_free(v);
+	return 0;
+}
+
+static int
+cmd_status(int argc, char **argv)
+{
+	int json = 0;
+	char *home, *reply = NULL;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_status, stdout);
+		return 0;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else
+			die_usage(usage_status);
+	}
+	home = home_resolve(opt_home);
+	if (ctl_request(home, "status", &reply) != 0) {
+		struct json j;
+		json_init(&j);
+		status_offline(home, &j);
+		reply = strdup(json_finish(&j) ? json_finish(&j) : "{}");
+		json_release(&j);
+	}
+	free(home);
+	if (json)
+		printf("%s\n", reply);
+	else
+		status_human(reply);
+	free(reply);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"home", required_argument, NULL, 'H'},
+					     {"log-level", required_argument, NULL, 'L'},
+					     {"help", no_argument, NULL, 'h'},
+					     {"version", no_argument, NULL, 'V'},
+					     {0}};
+	enum log_level lvl;
+	const char *env;
+	int c;
+
+	if ((env = getenv("SHOAL_LOG_LEVEL")) && log_parse_level(env, &lvl) == 0)
+		log_set_level(lvl);
+	/* Global options stop at the first non-option: the command. */
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			opt_home = optarg;
+			break;
+		case 'L':
+			if (log_parse_level(optarg, &lvl) != 0) {
+				fprintf(stderr, "shoal: unknown log level %s\n", optarg);
+				return 2;
+			}
+			log_set_level(lvl);
+			break;
+		case 'h':
+			fputs(usage_main, stdout);
+			return 0;
+		case 'V':
+			printf("shoal %s\n", SHOAL_VERSION);
+			return 0;
+		default:
+			fputs(usage_main, stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_main, stderr);
+		return 2;
+	}
+	if (sec_init() != 0) {
+		fprintf(stderr, "shoal: cannot initialise libsodium\n");
+		return 1;
+	}
+	argc -= optind;
+	argv += optind;
+	optind = 0;
+	const char *cmd = argv[0];
+	if (strcmp(cmd, "init") == 0)
+		return cmd_init(argc, argv);
+	if (strcmp(cmd, "id") == 0)
+		return cmd_id(argc, argv);
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(argc, argv);
+	if (strcmp(cmd, "status") == 0)
+		return cmd_status(argc, argv);
+	if (strcmp(cmd, "folder") == 0)
+		return cmd_folder(argc, argv);
+	if (strcmp(cmd, "device") == 0)
+		return cmd_device(argc, argv);
+	if (strcmp(cmd, "help") == 0) {
+		fputs(usage_main, stdout);
+		return 0;
+	}
+	fprintf(stderr, "shoal: unknown command %s\n\n%s", cmd, usage_main);
+	return 2;
+}

@@ -1,0 +1,1300 @@
+/*
+ * agent/pull.c - the puller: brings a folder up to the cluster's newest
+ * versions.
+ *
+ * A pull runs in phases: plan (compare every shared device's index with the
+ * local one by version vector), directories, files, symlinks, deletions, then
+ * directory metadata. A file is written into a temporary ".shoal-tmp-*" file
+ * in its own directory; each block comes from a local copy when the block map
+ * knows one, else from the device that announced the version, with many
+ * requests in flight (bounded by bytes). Every block's hash is checked before
+ * it is written. Finished files are finalised in groups on the thread pool
+ * (mode, mtime, fsync, rename, one fsync per directory) and recorded in one
+ * transaction per group, so many small files cost few commits.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "agent/agent.h"
+#include "agent/fsops.h"
+#include "agent/log.h"
+#include "agent/util.h"
+#include "crypto/chunker.h"
+
+#define PULL_ACTIVE_MAX 64            /* files open at once */
+#define PULL_INFLIGHT_MAX (16u << 20) /* block bytes requested or being written */
+#define PULL_FINISH_BATCH 128
+#define PULL_RECORD_BATCH 1000
+#define PULL_RETRY_MS 5000
+
+enum vv_order { VV_EQUAL, VV_GREATER, VV_LESSER, VV_CONCURRENT };
+
+struct need_item {
+	char *name;
+	size_t name_len;
+	uint32_t dev;
+	uint32_t type, flags;
+	uint64_t size;
+	int local_live;
+	uint64_t local_size;
+	struct store_counter *version;
+	size_t nversion;
+};
+
+struct pull_file;
+
+struct block_req {
+	struct block_req *next; /* hash chain */
+	uint32_t id;
+	struct pull_file *pf;
+	size_t index;
+	struct conn *conn;
+};
+
+struct pull_file {
+	struct pull_file *next;
+	struct puller *p;
+	struct store_file rf; /* the wanted version, blocks included (owned) */
+	char *name;
+	const char *base;
+	uint32_t dev;
+	int fd, dirfd;
+	char tmp[64];
+	uint64_t *offsets;
+	size_t next_block, done_blocks, pending; /* pending: requests and jobs in flight */
+	int failed;
+	struct stat st;
+};
+
+struct write_job {
+	uv_work_t work;
+	struct pull_file *pf;
+	size_t index;
+	uint8_t *data;
+	size_t len;
+	int rc;
+	/* a local copy: read first from src_root/src_name at src_off */
+	int src_root;
+	char *src_name;
+	uint64_t src_off;
+};
+
+struct finish_job {
+	uv_work_t work;
+	struct puller *p;
+	struct pull_file **files;
+	size_t n;
+};
+
+enum pull_phase { PH_DIRS, PH_FILES, PH_LINKS, PH_DELETES, PH_DIRMETA, PH_DONE };
+
+struct puller {
+	struct folder *f;
+	struct need_item *items;
+	size_t nitems, next;
+	enum pull_phase phase;
+	struct pull_file *active;
+	size_t nactive;
+	size_t inflight_bytes;
+	size_t jobs;
+	struct pull_file **finished;
+	size_t nfinished;
+	int finishing;
+	struct store_file *batch;
+	size_t nbatch;
+	size_t failures, done_files;
+	uint64_t bytes_net, bytes_local;
+	uint64_t started_ms;
+	int aborted;
+	int stopping;
+	int in_advance, again;
+};
+
+/* Outstanding requests of every puller of the agent, by request id. */
+#define REQTAB 1024
+static struct block_req *reqtab[REQTAB];
+
+static void pull_advance(struct puller *p);
+
+/* ---- version vectors ---- */
+
+static uint64_t
+vv_get(const struct store_counter *v, size_t n, uint64_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].id == id)
+			return v[i].value;
+	return 0;
+}
+
+static enum vv_order
+vv_compare(const struct store_counter *a, size_t na, const struct store_counter *b, size_t nb)
+{
+	int greater = 0, lesser = 0;
+	for (size_t i = 0; i < na; i++) {
+		uint64_t bv = vv_get(b, nb, a[i].id);
+		greater |= a[i].value > bv;
+		lesser |= a[i].value < bv;
+	}
+	for (size_t i = 0; i < nb; i++) {
+		uint64_t av = vv_get(a, na, b[i].id);
+		greater |= av > b[i].value;
+		lesser |= av < b[i].value;
+	}
+	if (greater && lesser)
+		return VV_CONCURRENT;
+	return greater ? VV_GREATER : lesser ? VV_LESSER : VV_EQUAL;
+}
+
+/* ---- planning ---- */
+
+struct plan_ctx {
+	struct store_txn *txn;
+	uint32_t folder, dev;
+	enum folder_mode mode;
+	struct need_item *items;
+	size_t n, cap;
+	int collect;
+	struct counts need, delta_files_pos, delta_files_neg;
+	int64_t dfiles, dbytes;
+	size_t conflicts;
+};
+
+static int
+plan_one(const struct store_file *r, void *arg)
+{
+	struct plan_ctx *x = arg;
+	struct store_file l;
+	int have, local_live = 0;
+	uint64_t local_size = 0;
+	int rc;
+
+	if (r->flags & STORE_FLAG_INVALID)
+		return 0;
+	rc = store_file_get(x->txn, x->folder, STORE_LOCAL, r->name, r->name_len, 0, &l);
+	if (rc != 0 && rc != STORE_ENOTFOUND)
+		return rc;
+	have = rc == 0;
+	if (have) {
+		enum vv_order o = vv_compare(r->version, r->nversion, l.version, l.nversion);
+		local_live = !(l.flags & STORE_FLAG_DELETED);
+		local_size = l.size;
+		int want = o == VV_GREATER;
+		if (o == VV_CONCURRENT) {
+			if (x->mode == MODE_RECEIVE && !(l.flags & STORE_FLAG_LOCALCHANGE))
+				want = 1;
+			else
+				x->conflicts++;
+		}
+		store_file_release(&l);
+		if (!want)
+			return 0;
+		if ((r->flags & STORE_FLAG_DELETED) && !local_live)
+			return 0;
+	} else if (r->flags & STORE_FLAG_DELETED) {
+		return 0;
+	}
+	if (x->collect) {
+		/* Several devices may offer the same name: keep the newest. */
+		if (x->n == x->cap) {
+			size_t cap = x->cap ? 2 * x->cap : 256;
+			struct need_item *ni = realloc(x->items, cap * sizeof(*ni));
+			if (!ni)
+				return -ENOMEM;
+			x->items = ni;
+			x->cap = cap;
+		}
+		struct need_item *it = &x->items[x->n];
+		memset(it, 0, sizeof(*it));
+		it->name = strndup(r->name, r->name_len);
+		it->version = malloc((r->nversion ? r->nversion : 1) * sizeof(*it->version));
+		if (!it->name || !it->version) {
+			free(it->name);
+			free(it->version);
+			return -ENOMEM;
+		}
+		memcpy(it->version, r->version, r->nversion * sizeof(*it->version));
+		it->nversion = r->nversion;
+		it->name_len = r->name_len;
+		it->dev = x->dev;
+		it->type = r->type;
+		it->flags = r->flags;
+		it->size = r->size;
+		it->local_live = local_live;
+		it->local_size = local_size;
+		x->n++;
+	}
+	x->need.files++;
+	if (!(r->flags & STORE_FLAG_DELETED)) {
+		x->need.bytes += r->size;
+		if (!local_live)
+			x->dfiles++;
+		x->dbytes += (int64_t)r->size - (int64_t)(local_live ? local_size : 0);
+	} else if (local_live) {
+		x->dfiles--;
+		x->dbytes -= (int64_t)local_size;
+	}
+	return 0;
+}
+
+static int
+item_cmp_name(const void *a, const void *b)
+{
+	const struct need_item *x = a, *y = b;
+	size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+	int c = memcmp(x->name, y->name, n);
+	if (c)
+		return c;
+	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+static int
+item_phase(const struct need_item *it)
+{
+	if (it->flags & STORE_FLAG_DELETED)
+		return 3;
+	return it->type == STORE_DIR ? 0 : it->type == STORE_FILE ? 1 : 2;
+}
+
+static int
+item_cmp_order(const void *a, const void *b)
+{
+	const struct need_item *x = a, *y = b;
+	int px = item_phase(x), py = item_phase(y);
+	if (px != py)
+		return px - py;
+	/* Deletions go deepest first: reverse name order puts children before parents. */
+	return px == 3 ? item_cmp_name(b, a) : item_cmp_name(a, b);
+}
+
+static void
+items_free(struct need_item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(items[i].name);
+		free(items[i].version);
+	}
+	free(items);
+}
+
+static int
+plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
+     int collect, struct plan_ctx *x)
+{
+	struct store_checkpoint cp;
+	int rc;
+
+	memset(x, 0, sizeof(*x));
+	x->folder = folder;
+	x->mode = mode;
+	x->collect = collect;
+	rc = store_read_begin(st, &x->txn);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < ndevs && rc >= 0; i++) {
+		x->dev = devs[i];
+		rc = store_files_each(x->txn, folder, devs[i], NULL, 0, 0, plan_one, x);
+	}
+	if (rc >= 0)
+		rc = store_checkpoint_get(x->txn, folder, STORE_LOCAL, &cp);
+	store_read_end(x->txn);
+	x->txn = NULL;
+	if (rc < 0) {
+		items_free(x->items, x->n);
+		x->items = NULL;
+		x->n = 0;
+		return rc;
+	}
+	if (collect && ndevs > 1 && x->n > 1) {
+		/* Keep one item per name: the one whose version dominates. */
+		qsort(x->items, x->n, sizeof(*x->items), item_cmp_name);
+		size_t w = 0;
+		for (size_t i = 0; i < x->n; i++) {
+			if (w > 0 && item_cmp_name(&x->items[w - 1], &x->items[i]) == 0) {
+				struct need_item *k = &x->items[w - 1], *o = &x->items[i];
+				if (vv_compare(o->version, o->nversion, k->version, k->nversion) ==
+				    VV_GREATER) {
+					struct need_item t = *k;
+					*k = *o;
+					*o = t;
+				}
+				free(o->name);
+				free(o->version);
+				continue;
+			}
+			x->items[w++] = x->items[i];
+		}
+		x->n = w;
+	}
+	return 0;
+}
+
+int
+plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+	    enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need)
+{
+	struct plan_ctx x;
+	struct store_txn *txn;
+	struct store_checkpoint cp;
+	int rc = store_read_begin(st, &txn);
+
+	if (rc != 0)
+		return rc;
+	store_checkpoint_get(txn, folder, STORE_LOCAL, &cp);
+	store_read_end(txn);
+	local->files = cp.files;
+	local->bytes = cp.bytes;
+	rc = plan(st, folder, devs, ndevs, mode, 0, &x);
+	if (rc != 0)
+		return rc;
+	*need = x.need;
+	global->files = (uint64_t)((int64_t)cp.files + x.dfiles);
+	global->bytes = (uint64_t)((int64_t)cp.bytes + x.dbytes);
+	return 0;
+}
+
+/* ---- recording ---- */
+
+static int
+txn_record(struct store_txn *txn, void *arg)
+{
+	struct puller *p = arg;
+	for (size_t i = 0; i < p->nbatch; i++) {
+		p->batch[i].sequence = 0;
+		int rc = store_file_put(txn, p->f->num, STORE_LOCAL, &p->batch[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void
+batch_clear(struct puller *p)
+{
+	for (size_t i = 0; i < p->nbatch; i++) {
+		free((char *)p->batch[i].name);
+		free((char *)p->batch[i].target);
+		free(p->batch[i].version);
+		free(p->batch[i].blocks);
+	}
+	p->nbatch = 0;
+}
+
+static int
+pull_flush(struct puller *p)
+{
+	int rc;
+	if (p->nbatch == 0)
+		return 0;
+	rc = store_write(p->f->ag->store, txn_record, p);
+	batch_clear(p);
+	if (rc != 0) {
+		folder_set_error(p->f, "cannot record pulled files: %s", store_strerror(rc));
+		p->failures++;
+		return rc;
+	}
+	agent_local_index_changed(p->f->ag, p->f);
+	return 0;
+}
+
+/* Queues a local record copied from rf (which it does not take). */
+static int
+pull_record(struct puller *p, const struct store_file *rf, const struct stat *st, int keep_blocks)
+{
+	struct store_file *r;
+
+	if (p->nbatch == PULL_RECORD_BATCH && pull_flush(p) != 0)
+		return -EIO;
+	if (!p->batch && !(p->batch = calloc(PULL_RECORD_BATCH, sizeof(*p->batch))))
+		return -ENOMEM;
+	r = &p->batch[p->nbatch];
+	*r = *rf;
+	r->flags &= ~STORE_FLAG_LOCALCHANGE;
+	r->name = strndup(rf->name, rf->name_len);
+	r->target = rf->target_len ? strndup(rf->target, rf->target_len) : NULL;
+	r->version = malloc((rf->nversion ? rf->nversion : 1) * sizeof(*r->version));
+	r->blocks = NULL;
+	r->nblocks = 0;
+	if (keep_blocks && rf->nblocks) {
+		r->blocks = malloc(rf->nblocks * sizeof(*r->blocks));
+		if (r->blocks) {
+			memcpy(r->blocks, rf->blocks, rf->nblocks * sizeof(*r->blocks));
+			r->nblocks = rf->nblocks;
+		}
+	}
+	if (!r->name || !r->version || (rf->target_len && !r->target) ||
+	    (keep_blocks && rf->nblocks && !r->blocks)) {
+		free((char *)r->name);
+		free((char *)r->target);
+		free(r->version);
+		free(r->blocks);
+		return -ENOMEM;
+	}
+	memcpy(r->version, rf->version, rf->nversion * sizeof(*r->version));
+	if (st) {
+		r->inode = st->st_ino;
+		r->ctime_s = st->st_ctim.tv_sec;
+		r->ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
+	} else {
+		r->inode = 0;
+		r->ctime_s = 0;
+		r->ctime_ns = 0;
+	}
+	p->nbatch++;
+	return 0;
+}
+
+static int
+fetch_remote(struct puller *p, const struct need_item *it, int with_blocks, struct store_file *rf,
+	     struct store_txn **txn)
+{
+	int rc = store_read_begin(p->f->ag->store, txn);
+	if (rc != 0)
+		return rc;
+	rc = store_file_get(*txn, p->f->num, it->dev, it->name, it->name_len, with_blocks, rf);
+	if (rc != 0)
+		store_read_end(*txn);
+	return rc;
+}
+
+/* ---- request table ---- */
+
+static void
+req_add(struct block_req *r)
+{
+	struct block_req **b = &reqtab[r->id % REQTAB];
+	r->next = *b;
+	*b = r;
+}
+
+static struct block_req *
+req_take(uint32_t id)
+{
+	struct block_req **pp = &reqtab[id % REQTAB];
+	while (*pp) {
+		if ((*pp)->id == id) {
+			struct block_req *r = *pp;
+			*pp = r->next;
+			return r;
+		}
+		pp = &(*pp)->next;
+	}
+	return NULL;
+}
+
+/* ---- files ---- */
+
+static void
+pf_fail(struct pull_file *pf, const char *why)
+{
+	if (!pf->failed) {
+		pf->failed = 1;
+		log_warn("%s: cannot pull %s: %s", pf->p->f->id, pf->name, why);
+	}
+}
+
+static void
+pf_free(struct pull_file *pf)
+{
+	if (pf->fd >= 0)
+		close(pf->fd);
+	if (pf->dirfd >= 0) {
+		if (pf->failed)
+			unlinkat(pf->dirfd, pf->tmp, 0);
+		close(pf->dirfd);
+	}
+	store_file_release(&pf->rf);
+	free(pf->name);
+	free(pf->offsets);
+	free(pf);
+}
+
+static void
+pf_unlink_active(struct pull_file *pf)
+{
+	struct puller *p = pf->p;
+	struct pull_file **pp = &p->active;
+	while (*pp && *pp != pf)
+		pp = &(*pp)->next;
+	if (*pp) {
+		*pp = pf->next;
+		p->nactive--;
+	}
+}
+
+/* Called when a block finished (or failed); moves the file on when nothing is pending. */
+static void
+pf_settle(struct pull_file *pf)
+{
+	struct puller *p = pf->p;
+
+	if (pf->pending > 0)
+		return;
+	if (!pf->failed && pf->done_blocks < pf->rf.nblocks && !p->aborted)
+		return;
+	pf_unlink_active(pf);
+	if (pf->failed || p->aborted) {
+		if (!p->aborted)
+			p->failures++;
+		pf->failed = 1;
+		pf_free(pf);
+		return;
+	}
+	p->finished[p->nfinished++] = pf;
+}
+
+static void
+write_work(uv_work_t *w)
+{
+	struct write_job *j = w->data;
+	struct pull_file *pf = j->pf;
+	const struct store_block *b = &pf->rf.blocks[j->index];
+	unsigned char h[32];
+	size_t off = 0;
+
+	if (j->src_name) {
+		int fd = fs_open_beneath(j->src_root, j->src_name, O_RDONLY, 0);
+		if (fd < 0) {
+			j->rc = fd;
+			return;
+		}
+		while (off < j->len) {
+			ssize_t r = pread(fd, j->data + off, j->len - off, (off_t)(j->src_off + off));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			off += (size_t)r;
+		}
+		close(fd);
+		if (off != j->len) {
+			j->rc = -ENODATA;
+			return;
+		}
+		off = 0;
+	}
+	sec_block_hash(j->data, j->len, h);
+	if (sodium_memcmp(h, b->hash, 32) != 0) {
+		j->rc = -EBADMSG;
+		return;
+	}
+	while (off < j->len) {
+		ssize_t r = pwrite(pf->fd, j->data + off, j->len - off,
+				   (off_t)(pf->offsets[j->index] + off));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			j->rc = -errno;
+			return;
+		}
+		off += (size_t)r;
+	}
+	j->rc = 0;
+}
+
+static int pf_request(struct pull_file *pf, size_t index);
+
+static void
+write_done(uv_work_t *w, int status)
+{
+	struct write_job *j = w->data;
+	struct pull_file *pf = j->pf;
+	struct puller *p = pf->p;
+
+	p->jobs--;
+	p->inflight_bytes -= j->len;
+	pf->pending--;
+	if (status == 0 && j->rc == 0) {
+		pf->done_blocks++;
+		if (j->src_name)
+			p->bytes_local += j->len;
+		else
+			p->bytes_net += j->len;
+	} else if (j->src_name && (j->rc == -EBADMSG || j->rc == -ENODATA || j->rc == -ENOENT ||
+				   j->rc == -ELOOP || j->rc == -EXDEV) && !p->aborted) {
+		/* The local copy went stale: fetch this block from the peer. */
+		if (pf_request(pf, j->index) != 0)
+			pf_fail(pf, "no connected device has the block");
+	} else if (j->rc == -EBADMSG) {
+		pf_fail(pf, "a block from the peer does not match its hash");
+	} else if (j->rc == -ENOSPC) {
+		pf_fail(pf, "no space left on the device");
+		folder_set_error(p->f, "no space left on the device: pulling stopped");
+		p->stopping = 1;
+	} else {
+		pf_fail(pf, strerror(j->rc < 0 ? -j->rc : EIO));
+	}
+	if (j->src_name) {
+		free(j->src_name);
+		close(j->src_root);
+	}
+	free(j->data);
+	free(j);
+	pf_settle(pf);
+	pull_advance(p);
+}
+
+static int
+queue_write(struct pull_file *pf, size_t index, uint8_t *data, int src_root, char *src_name,
+	    uint64_t src_off)
+{
+	struct puller *p = pf->p;
+	struct write_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return -ENOMEM;
+	j->pf = pf;
+	j->index = index;
+	j->data = data;
+	j->len = pf->rf.blocks[index].size;
+	j->src_root = src_root;
+	j->src_name = src_name;
+	j->src_off = src_off;
+	j->work.data = j;
+	if (uv_queue_work(p->f->ag->loop, &j->work, write_work, write_done) != 0) {
+		free(j);
+		return -ENOMEM;
+	}
+	p->jobs++;
+	p->inflight_bytes += j->len;
+	pf->pending++;
+	return 0;
+}
+
+static int
+pf_request(struct pull_file *pf, size_t index)
+{
+	struct puller *p = pf->p;
+	struct agent *ag = p->f->ag;
+	struct device *d = agent_device_by_num(ag, pf->dev);
+	struct block_req *r;
+	struct proto_request req;
+
+	if (!d || !d->conn || !conn_active(d->conn))
+		return -ENOTCONN;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->id = ++ag->next_req_id;
+	r->pf = pf;
+	r->index = index;
+	r->conn = d->conn;
+	memset(&req, 0, sizeof(req));
+	req.id = r->id;
+	req.folder.p = (const uint8_t *)p->f->id;
+	req.folder.len = strlen(p->f->id);
+	req.name.p = (const uint8_t *)pf->name;
+	req.name.len = pf->rf.name_len;
+	req.offset = pf->offsets[index];
+	req.size = pf->rf.blocks[index].size;
+	memcpy(req.hash, pf->rf.blocks[index].hash, 32);
+	if (conn_request(d->conn, &req) != 0) {
+		free(r);
+		return -ENOTCONN;
+	}
+	req_add(r);
+	pf->pending++;
+	p->inflight_bytes += req.size;
+	return 0;
+}
+
+struct local_find {
+	struct agent *ag;
+	uint32_t size;
+	int rootfd;
+	char *name;
+	uint64_t off;
+};
+
+static int
+local_found(uint32_t folder, const char *name, size_t name_len, uint64_t offset, uint32_t size,
+	    void *arg)
+{
+	struct local_find *lf = arg;
+	if (size != lf->size)
+		return 0;
+	for (struct folder *f = lf->ag->folders; f; f = f->next) {
+		if (f->num == folder && f->rootfd >= 0) {
+			lf->name = strndup(name, name_len);
+			if (!lf->name)
+				return -ENOMEM;
+			lf->rootfd = f->rootfd;
+			lf->off = offset;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Starts as many block fetches of pf as the in-flight budget allows. */
+static void
+pf_pump(struct pull_file *pf, struct store_txn *txn)
+{
+	struct puller *p = pf->p;
+
+	while (!pf->failed && !p->aborted && pf->next_block < pf->rf.nblocks &&
+	       p->inflight_bytes < PULL_INFLIGHT_MAX) {
+		size_t i = pf->next_block++;
+		const struct store_block *b = &pf->rf.blocks[i];
+		struct local_find lf = {p->f->ag, b->size, -1, NULL, 0};
+		if (txn)
+			store_block_each(txn, b->hash, local_found, &lf);
+		if (lf.name) {
+			uint8_t *data = malloc(b->size);
+			int root = fcntl(lf.rootfd, F_DUPFD_CLOEXEC, 3);
+			if (data && root >= 0 && queue_write(pf, i, data, root, lf.name, lf.off) == 0)
+				continue;
+			free(data);
+			free(lf.name);
+			if (root >= 0)
+				close(root);
+		}
+		if (pf_request(pf, i) != 0) {
+			pf_fail(pf, "the device that has it is not connected");
+			break;
+		}
+	}
+}
+
+static int
+pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
+{
+	struct pull_file *pf = calloc(1, sizeof(*pf));
+	uint64_t off = 0;
+	int rc;
+
+	if (!pf)
+		return -ENOMEM;
+	pf->p = p;
+	pf->fd = -1;
+	pf->dirfd = -1;
+	pf->dev = it->dev;
+	pf->name = it->name;
+	it->name = NULL;
+	rc = store_file_get(txn, p->f->num, it->dev, pf->name, it->name_len, 1, &pf->rf);
+	if (rc != 0) {
+		free(pf->name);
+		free(pf);
+		return rc == STORE_ENOTFOUND ? 0 : rc; /* superseded meanwhile */
+	}
+	pf->offsets = malloc((pf->rf.nblocks ? pf->rf.nblocks : 1) * sizeof(*pf->offsets));
+	if (!pf->offsets) {
+		pf->failed = 1;
+		pf_free(pf);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < pf->rf.nblocks; i++) {
+		pf->offsets[i] = off;
+		off += pf->rf.blocks[i].size;
+	}
+	pf->next = p->active;
+	p->active = pf;
+	p->nactive++;
+	pf->dirfd = fs_open_parent(p->f->rootfd, pf->name, &pf->base);
+	if (pf->dirfd < 0) {
+		pf_fail(pf, strerror(-pf->dirfd));
+		pf_settle(pf);
+		return 0;
+	}
+	fs_temp_name(pf->name, pf->tmp);
+	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (pf->fd < 0) {
+		pf_fail(pf, strerror(errno));
+		if (errno == ENOSPC) {
+			folder_set_error(p->f, "no space left on the device: pulling stopped");
+			p->stopping = 1;
+		}
+		pf_settle(pf);
+		return 0;
+	}
+	if (pf->rf.size > 0 && ftruncate(pf->fd, (off_t)pf->rf.size) != 0) {
+		pf_fail(pf, strerror(errno));
+		pf_settle(pf);
+		return 0;
+	}
+	pf_pump(pf, txn);
+	pf_settle(pf);
+	return 0;
+}
+
+/* ---- finishing (thread pool) ---- */
+
+static void
+finish_work(uv_work_t *w)
+{
+	struct finish_job *j = w->data;
+	int lastdir = -1;
+
+	for (size_t i = 0; i < j->n; i++) {
+		struct pull_file *pf = j->files[i];
+		struct timespec ts[2];
+		ts[0].tv_sec = pf->rf.mtime_s;
+		ts[0].tv_nsec = pf->rf.mtime_ns;
+		ts[1] = ts[0];
+		if (fchmod(pf->fd, pf->rf.mode & 07777) != 0 || futimens(pf->fd, ts) != 0 ||
+		    fdatasync(pf->fd) != 0) {
+			pf->failed = errno ? errno : EIO;
+			continue;
+		}
+		if (renameat(pf->dirfd, pf->tmp, pf->dirfd, pf->base) != 0) {
+			pf->failed = errno;
+			continue;
+		}
+		if (fstat(pf->fd, &pf->st) != 0)
+			pf->failed = errno;
+	}
+	/* One fsync per directory makes the renames durable. */
+	for (size_t i = 0; i < j->n; i++) {
+		struct pull_file *pf = j->files[i];
+		if (pf->failed)
+			continue;
+		struct stat ds;
+		if (fstat(pf->dirfd, &ds) == 0 && (int)ds.st_ino != lastdir) {
+			fsync(pf->dirfd);
+			lastdir = (int)ds.st_ino;
+		}
+	}
+}
+
+static void
+finish_done(uv_work_t *w, int status)
+{
+	struct finish_job *j = w->data;
+	struct puller *p = j->p;
+
+	p->finishing = 0;
+	p->jobs--;
+	for (size_t i = 0; i < j->n; i++) {
+		struct pull_file *pf = j->files[i];
+		if (status != 0 || pf->failed) {
+			log_warn("%s: cannot finish %s: %s", p->f->id, pf->name,
+				 strerror(pf->failed > 0 ? pf->failed : EIO));
+			if (pf->failed == ENOSPC) {
+				folder_set_error(p->f, "no space left on the device: pulling stopped");
+				p->stopping = 1;
+			}
+			pf->failed = 1;
+			p->failures++;
+		} else {
+			if (pull_record(p, &pf->rf, &pf->st, 1) != 0)
+				p->failures++;
+			p->done_files++;
+		}
+		pf_free(pf);
+	}
+	free(j->files);
+	free(j);
+	pull_flush(p);
+	pull_advance(p);
+}
+
+static void
+pull_finish_batch(struct puller *p)
+{
+	struct finish_job *j;
+
+	if (p->finishing || p->nfinished == 0)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	j->p = p;
+	j->files = p->finished;
+	j->n = p->nfinished;
+	p->finished = calloc(PULL_ACTIVE_MAX + PULL_FINISH_BATCH, sizeof(*p->finished));
+	if (!p->finished) {
+		p->finished = j->files;
+		free(j);
+		return;
+	}
+	p->nfinished = 0;
+	j->work.data = j;
+	if (uv_queue_work(p->f->ag->loop, &j->work, finish_work, finish_done) != 0) {
+		free(p->finished);
+		p->finished = j->files;
+		p->nfinished = j->n;
+		free(j);
+		return;
+	}
+	p->finishing = 1;
+	p->jobs++;
+}
+
+/* ---- the synchronous phases ---- */
+
+static void
+do_dir(struct puller *p, struct need_item *it)
+{
+	struct store_file rf;
+	struct store_txn *txn;
+	const char *base;
+	struct stat st;
+	int dfd;
+
+	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
+		return;
+	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
+	if (dfd < 0) {
+		log_warn("%s: cannot create directory %s: %s", p->f->id, it->name, strerror(-dfd));
+		p->failures++;
+		goto out;
+	}
+	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+		/* A file or link where the cluster now has a directory. */
+		unlinkat(dfd, base, 0);
+	}
+	if (mkdirat(dfd, base, 0700) != 0 && errno != EEXIST) {
+		log_warn("%s: cannot create directory %s: %s", p->f->id, it->name, strerror(errno));
+		p->failures++;
+	}
+	close(dfd);
+out:
+	store_file_release(&rf);
+	store_read_end(txn);
+}
+
+static void
+do_dirmeta(struct puller *p, struct need_item *it)
+{
+	struct store_file rf;
+	struct store_txn *txn;
+	const char *base;
+	struct stat st;
+	int dfd;
+
+	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
+		return;
+	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
+	if (dfd >= 0) {
+		struct timespec ts[2];
+		ts[0].tv_sec = rf.mtime_s;
+		ts[0].tv_nsec = rf.mtime_ns;
+		ts[1] = ts[0];
+		if (fchmodat(dfd, base, rf.mode & 07777, 0) == 0 &&
+		    utimensat(dfd, base, ts, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+			pull_record(p, &rf, &st, 0);
+			p->done_files++;
+		} else {
+			p->failures++;
+		}
+		close(dfd);
+	} else {
+		p->failures++;
+	}
+	store_file_release(&rf);
+	store_read_end(txn);
+}
+
+static void
+do_link(struct puller *p, struct need_item *it)
+{
+	struct store_file rf;
+	struct store_txn *txn;
+	const char *base;
+	char tmp[64];
+	char target[PROTO_PATH_MAX + 1];
+	struct stat st;
+	int dfd;
+
+	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
+		return;
+	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
+	if (dfd < 0 || rf.target_len == 0 || rf.target_len > PROTO_PATH_MAX) {
+		p->failures++;
+		goto out;
+	}
+	memcpy(target, rf.target, rf.target_len);
+	target[rf.target_len] = '\0';
+	fs_temp_name(it->name, tmp);
+	unlinkat(dfd, tmp, 0);
+	if (symlinkat(target, dfd, tmp) != 0 || renameat(dfd, tmp, dfd, base) != 0) {
+		log_warn("%s: cannot create link %s: %s", p->f->id, it->name, strerror(errno));
+		unlinkat(dfd, tmp, 0);
+		p->failures++;
+		goto out;
+	}
+	struct timespec ts[2];
+	ts[0].tv_sec = rf.mtime_s;
+	ts[0].tv_nsec = rf.mtime_ns;
+	ts[1] = ts[0];
+	utimensat(dfd, base, ts, AT_SYMLINK_NOFOLLOW);
+	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		/* The scanner compares the link's own mode bits. */
+		rf.mode = st.st_mode & 07777;
+		pull_record(p, &rf, &st, 0);
+		p->done_files++;
+	}
+out:
+	if (dfd >= 0)
+		close(dfd);
+	store_file_release(&rf);
+	store_read_end(txn);
+}
+
+static void
+do_delete(struct puller *p, struct need_item *it)
+{
+	struct store_file rf;
+	struct store_txn *txn;
+	const char *base;
+	struct stat st;
+	int dfd;
+
+	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
+		return;
+	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
+	if (dfd >= 0) {
+		int r = 0;
+		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			r = unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+		if (r == 0 || errno == ENOENT) {
+			pull_record(p, &rf, NULL, 0);
+			p->done_files++;
+		} else {
+			log_warn("%s: cannot delete %s: %s", p->f->id, it->name, strerror(errno));
+			p->failures++;
+		}
+		close(dfd);
+	} else if (dfd == -ENOENT) {
+		pull_record(p, &rf, NULL, 0);
+	}
+	store_file_release(&rf);
+	store_read_end(txn);
+}
+
+/* ---- driving ---- */
+
+static void
+pull_end(struct puller *p)
+{
+	struct folder *f = p->f;
+
+	pull_flush(p);
+	if (!p->aborted)
+		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally, %zu "
+			 "failed, %.2f s",
+			 f->id, p->done_files, (double)p->bytes_net / 1e6,
+			 (double)p->bytes_local / 1e6, p->failures,
+			 (double)(now_ms() - p->started_ms) / 1000.0);
+	if (p->failures && !p->aborted) {
+		f->pull_wanted = 1;
+		f->pull_at_ms = now_ms() + PULL_RETRY_MS;
+	} else if (!p->aborted && f->state == FOLDER_ERROR && !p->stopping) {
+		folder_clear_error(f);
+	}
+	items_free(p->items, p->nitems);
+	batch_clear(p);
+	free(p->batch);
+	free(p->finished);
+	f->pull = NULL;
+	free(p);
+	folder_job_done(f);
+}
+
+static void
+pull_advance(struct puller *p)
+{
+	struct store_txn *txn = NULL;
+
+	if (p->in_advance) {
+		p->again = 1;
+		return;
+	}
+	p->in_advance = 1;
+again:
+	p->again = 0;
+	/* Settle files whose last block came back or that failed. */
+	for (struct pull_file *pf = p->active, *nx; pf; pf = nx) {
+		nx = pf->next;
+		if (p->aborted || p->stopping)
+			pf->failed = 1;
+		pf_settle(pf);
+	}
+	if (p->aborted || p->stopping) {
+		if (p->jobs == 0 && p->nactive == 0) {
+			for (size_t i = 0; i < p->nfinished; i++) {
+				p->finished[i]->failed = 1;
+				pf_free(p->finished[i]);
+			}
+			p->nfinished = 0;
+			pull_end(p);
+			return;
+		}
+		p->in_advance = 0;
+		return;
+	}
+	for (;;) {
+		if (p->phase == PH_DIRS) {
+			while (p->next < p->nitems && item_phase(&p->items[p->next]) == 0)
+				do_dir(p, &p->items[p->next++]);
+			p->phase = PH_FILES;
+		}
+		if (p->phase == PH_FILES) {
+			if (store_read_begin(p->f->ag->store, &txn) == 0) {
+				for (struct pull_file *pf = p->active; pf; pf = pf->next)
+					pf_pump(pf, txn);
+				while (p->nactive < PULL_ACTIVE_MAX &&
+				       p->inflight_bytes < PULL_INFLIGHT_MAX && p->next < p->nitems &&
+				       item_phase(&p->items[p->next]) == 1) {
+					if (pf_open(p, &p->items[p->next++], txn) != 0)
+						p->failures++;
+				}
+				store_read_end(txn);
+			}
+			if (p->nfinished >= PULL_FINISH_BATCH ||
+			    (p->nfinished > 0 && (p->nactive == 0 || p->jobs == 0)))
+				pull_finish_batch(p);
+			int more_files = p->next < p->nitems && item_phase(&p->items[p->next]) == 1;
+			if (more_files || p->nactive > 0 || p->nfinished > 0 || p->finishing)
+				break;
+			pull_flush(p);
+			p->phase = PH_LINKS;
+		}
+		if (p->phase == PH_LINKS) {
+			while (p->next < p->nitems && item_phase(&p->items[p->next]) == 2)
+				do_link(p, &p->items[p->next++]);
+			p->phase = PH_DELETES;
+		}
+		if (p->phase == PH_DELETES) {
+			while (p->next < p->nitems)
+				do_delete(p, &p->items[p->next++]);
+			p->phase = PH_DIRMETA;
+		}
+		if (p->phase == PH_DIRMETA) {
+			/* Deepest first, so setting a child's mtime does not disturb its parent. */
+			for (size_t i = p->nitems; i-- > 0;)
+				if (item_phase(&p->items[i]) == 0 && p->items[i].name)
+					do_dirmeta(p, &p->items[i]);
+			p->phase = PH_DONE;
+		}
+		if (p->phase == PH_DONE) {
+			if (p->jobs == 0) {
+				pull_end(p);
+				return;
+			}
+			break;
+		}
+	}
+	if (p->again)
+		goto again;
+	p->in_advance = 0;
+}
+
+int
+pull_start(struct folder *f)
+{
+	struct agent *ag = f->ag;
+	struct plan_ctx x;
+	uint32_t devs[64];
+	size_t ndevs = 0;
+	struct puller *p;
+	int rc;
+
+	for (struct device *d = ag->devices; d && ndevs < 64; d = d->next)
+		if (folder_shared_with(f, d))
+			devs[ndevs++] = d->num;
+	rc = plan(ag->store, f->num, devs, ndevs, f->mode, 1, &x);
+	if (rc != 0)
+		return rc;
+	f->need = x.need;
+	if (x.n == 0) {
+		free(x.items);
+		return 1; /* nothing to do */
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->finished = calloc(PULL_ACTIVE_MAX + PULL_FINISH_BATCH, sizeof(*p->finished)))) {
+		free(p);
+		items_free(x.items, x.n);
+		return -ENOMEM;
+	}
+	qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
+	p->f = f;
+	p->items = x.items;
+	p->nitems = x.n;
+	p->started_ms = now_ms();
+	f->pull = p;
+	log_info("%s: pulling %zu items (%.1f MB)", f->id, x.n, (double)x.need.bytes / 1e6);
+	pull_advance(p);
+	return 0;
+}
+
+void
+pull_abort(struct folder *f)
+{
+	if (f->pull) {
+		f->pull->aborted = 1;
+		pull_advance(f->pull);
+	}
+}
+
+void
+pull_on_response(struct agent *ag, const struct proto_response *r)
+{
+	struct block_req *br = req_take(r->id);
+	struct pull_file *pf;
+	struct puller *p;
+	(void)ag;
+
+	if (!br)
+		return; /* a late answer to a request already given up */
+	pf = br->pf;
+	p = pf->p;
+	pf->pending--;
+	p->inflight_bytes -= pf->rf.blocks[br->index].size;
+	if (r->code != PROTO_R_OK || r->data.len != pf->rf.blocks[br->index].size) {
+		pf_fail(pf, r->code == PROTO_R_OK ? "the peer sent a block of the wrong size"
+						  : "the peer could not serve a block");
+	} else if (!pf->failed && !p->aborted) {
+		uint8_t *data = malloc(r->data.len);
+		if (data)
+			memcpy(data, r->data.p, r->data.len);
+		if (!data || queue_write(pf, br->index, data, -1, NULL, 0) != 0) {
+			free(data);
+			pf_fail(pf, "out of memory");
+		}
+	}
+	free(br);
+	pf_settle(pf);
+	pull_advance(p);
+}
+
+void
+pull_on_conn_closed(struct agent *ag, struct conn *c)
+{
+	/*
+	 * This may run deep inside a puller's own call chain (a failed send
+	 * closes the connection), so it only marks: the files settle on the
+	 * puller's next advance, which agent_kick() schedules.
+	 */
+	for (size_t b = 0; b < REQTAB; b++) {
+		struct block_req **pp = &reqtab[b];
+		while (*pp) {
+			struct block_req *r = *pp;
+			if (r->conn != c) {
+				pp = &r->next;
+				continue;
+			}
+			*pp = r->next;
+			r->pf->pending--;
+			r->pf->p->inflight_bytes -= r->pf->rf.blocks[r->index].size;
+			pf_fail(r->pf, "the connection closed");
+			free(r);
+		}
+	}
+	agent_kick(ag);
+}
+
+void
+pull_poke(struct folder *f)
+{
+	if (f->pull)
+		pull_advance(f->pull);
+}

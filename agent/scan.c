@@ -1,0 +1,796 @@
+/*
+ * agent/scan.c - the scanner: walks a folder, finds what changed since the
+ * local index, hashes changed files on the thread pool and records the result
+ * in batched transactions.
+ *
+ * Steps: (1) a thread-pool job walks the tree with openat-family calls and
+ * lstat-style information only; (2) the loop compares each entry with the
+ * local index (size, mtime, inode, ctime, mode, type, link target) and finds
+ * deletions; (3) changed files are cut and hashed, several at a time so both
+ * cores work; (4) results are written in batches of SCAN_BATCH entries.
+ * A file that changes while it is hashed is not recorded half-old half-new:
+ * it is left for the next scan, which starts soon.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/fsops.h"
+#include "agent/log.h"
+#include "agent/util.h"
+#include "crypto/chunker.h"
+#include "proto/proto.h"
+
+#define SCAN_BATCH 1000
+#define SCAN_HASH_JOBS 4
+#define MARKER ".shoal-folder"
+
+struct scan_entry {
+	char *name;
+	size_t name_len;
+	uint32_t type, mode;
+	uint64_t size, ino;
+	int64_t mtime_s, ctime_s;
+	uint32_t mtime_ns, ctime_ns;
+	char *target;
+	/* filled on the loop */
+	struct store_counter *prev_version;
+	size_t prev_nversion;
+	uint32_t prev_block_size;
+	uint32_t prev_flags;
+	int had_prev;
+};
+
+struct hash_job {
+	uv_work_t work;
+	struct scanner *s;
+	struct scan_entry *e;
+	int rootfd;
+	struct store_block *blocks;
+	size_t nblocks;
+	uint32_t block_size;
+	int err;      /* -errno or 0 */
+	int changed;  /* the file changed while it was read */
+};
+
+struct scanner {
+	struct folder *f;
+	uv_work_t walk;
+	int rootfd;
+	int walk_err;
+	size_t skipped;
+	struct scan_entry *ents;
+	size_t nents, cap;
+	size_t *todo; /* indexes of entries to hash */
+	size_t ntodo, next;
+	size_t inflight;
+	struct store_file *batch;
+	size_t nbatch;
+	int retry;
+	int aborted;
+	int failed;
+	uint64_t started_ms;
+	uint64_t hashed_bytes;
+	size_t changes;
+};
+
+/* ---- walking (thread pool) ---- */
+
+static int
+ents_push(struct scanner *s, struct scan_entry *e)
+{
+	if (s->nents == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		struct scan_entry *n = realloc(s->ents, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		s->ents = n;
+		s->cap = cap;
+	}
+	s->ents[s->nents++] = *e;
+	return 0;
+}
+
+static int
+walk_dir(struct scanner *s, const char *dir, int depth)
+{
+	int dfd = fs_open_beneath(s->rootfd, dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY, 0);
+	DIR *d;
+	struct dirent *de;
+	size_t dlen = strlen(dir);
+	int rc = 0;
+
+	if (dfd < 0)
+		return dfd;
+	if (depth > 256) {
+		close(dfd);
+		return -ELOOP;
+	}
+	d = fdopendir(dfd);
+	if (!d) {
+		rc = -errno;
+		close(dfd);
+		return rc;
+	}
+	while ((de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		struct stat st;
+		struct scan_entry e;
+		size_t nlen = strlen(n);
+
+		if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
+			continue;
+		if (strncmp(n, ".shoal", 6) == 0)
+			continue;
+		memset(&e, 0, sizeof(e));
+		e.name_len = dlen ? dlen + 1 + nlen : nlen;
+		e.name = malloc(e.name_len + 1);
+		if (!e.name) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (dlen) {
+			memcpy(e.name, dir, dlen);
+			e.name[dlen] = '/';
+			memcpy(e.name + dlen + 1, n, nlen + 1);
+		} else {
+			memcpy(e.name, n, nlen + 1);
+		}
+		if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0 ||
+		    fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+			s->skipped++;
+			free(e.name);
+			continue;
+		}
+		e.mode = st.st_mode & 07777;
+		e.ino = st.st_ino;
+		e.mtime_s = st.st_mtim.tv_sec;
+		e.mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
+		e.ctime_s = st.st_ctim.tv_sec;
+		e.ctime_ns = (uint32_t)st.st_ctim.tv_nsec;
+		if (S_ISREG(st.st_mode)) {
+			e.type = STORE_FILE;
+			e.size = (uint64_t)st.st_size;
+		} else if (S_ISDIR(st.st_mode)) {
+			e.type = STORE_DIR;
+		} else if (S_ISLNK(st.st_mode)) {
+			char buf[PROTO_PATH_MAX + 1];
+			ssize_t l = readlinkat(dirfd(d), n, buf, sizeof(buf) - 1);
+			if (l <= 0) {
+				s->skipped++;
+				free(e.name);
+				continue;
+			}
+			buf[l] = '\0';
+			e.type = STORE_SYMLINK;
+			e.target = strdup(buf);
+			if (!e.target) {
+				free(e.name);
+				rc = -ENOMEM;
+				break;
+			}
+		} else {
+			free(e.name); /* sockets, fifos and devices do not sync */
+			continue;
+		}
+		if ((rc = ents_push(s, &e)) != 0) {
+			free(e.name);
+			free(e.target);
+			break;
+		}
+		if (e.type == STORE_DIR) {
+			char *sub = strdup(e.name);
+			if (!sub) {
+				rc = -ENOMEM;
+				break;
+			}
+			rc = walk_dir(s, sub, depth + 1);
+			free(sub);
+			if (rc == -ENOMEM)
+				break;
+			rc = 0; /* an unreadable subdirectory is skipped, not fatal */
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+static void
+walk_work(uv_work_t *w)
+{
+	struct scanner *s = w->data;
+	struct stat st;
+
+	if (fstatat(s->rootfd, MARKER, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		s->walk_err = -ENOENT;
+		return;
+	}
+	s->walk_err = walk_dir(s, "", 0);
+}
+
+/* ---- hashing (thread pool) ---- */
+
+static void
+hash_work(uv_work_t *w)
+{
+	struct hash_job *j = w->data;
+	struct scan_entry *e = j->e;
+	struct sec_chunker ck;
+	struct stat st, st2;
+	uint8_t *buf = NULL;
+	size_t cap, have = 0, start = 0, bcap = 0;
+	uint64_t total = 0;
+	int eof = 0;
+	int fd;
+
+	fd = fs_open_beneath(j->rootfd, e->name, O_RDONLY, 0);
+	if (fd < 0) {
+		j->err = fd;
+		return;
+	}
+	if (fstat(fd, &st) != 0) {
+		j->err = -errno;
+		goto out;
+	}
+	if ((uint64_t)st.st_size != e->size || st.st_mtim.tv_sec != e->mtime_s ||
+	    (uint32_t)st.st_mtim.tv_nsec != e->mtime_ns) {
+		j->changed = 1;
+		goto out;
+	}
+	j->block_size = sec_chunker_avg_for_size(e->size, e->prev_block_size);
+	sec_chunker_init(&ck, j->block_size);
+	cap = 2 * (size_t)ck.max_size;
+	buf = malloc(cap);
+	if (!buf) {
+		j->err = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		if (!eof && have - start < ck.max_size) {
+			memmove(buf, buf + start, have - start);
+			have -= start;
+			start = 0;
+			while (have < cap) {
+				ssize_t r = read(fd, buf + have, cap - have);
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r < 0) {
+					j->err = -errno;
+					goto out;
+				}
+				if (r == 0) {
+					eof = 1;
+					break;
+				}
+				have += (size_t)r;
+			}
+		}
+		if (have == start)
+			break;
+		size_t n = sec_chunker_cut(&ck, buf + start, have - start);
+		if (j->nblocks == bcap) {
+			bcap = bcap ? 2 * bcap : 16;
+			struct store_block *nb = realloc(j->blocks, bcap * sizeof(*nb));
+			if (!nb) {
+				j->err = -ENOMEM;
+				goto out;
+			}
+			j->blocks = nb;
+		}
+		sec_block_hash(buf + start, n, j->blocks[j->nblocks].hash);
+		j->blocks[j->nblocks].size = (uint32_t)n;
+		j->nblocks++;
+		start += n;
+		total += n;
+	}
+	if (fstat(fd, &st2) != 0 || total != e->size || (uint64_t)st2.st_size != e->size ||
+	    st2.st_mtim.tv_sec != st.st_mtim.tv_sec || st2.st_mtim.tv_nsec != st.st_mtim.tv_nsec)
+		j->changed = 1;
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ---- recording (loop) ---- */
+
+static void
+entry_free(struct scan_entry *e)
+{
+	free(e->name);
+	free(e->target);
+	free(e->prev_version);
+}
+
+static void
+scanner_free(struct scanner *s)
+{
+	for (size_t i = 0; i < s->nents; i++)
+		entry_free(&s->ents[i]);
+	free(s->ents);
+	free(s->todo);
+	for (size_t i = 0; i < s->nbatch; i++) {
+		free(s->batch[i].version);
+		free(s->batch[i].blocks);
+		free((char *)s->batch[i].name);
+		free((char *)s->batch[i].target);
+	}
+	free(s->batch);
+	if (s->rootfd >= 0)
+		close(s->rootfd);
+	free(s);
+}
+
+static int
+txn_put_batch(struct store_txn *txn, void *arg)
+{
+	struct scanner *s = arg;
+	for (size_t i = 0; i < s->nbatch; i++) {
+		s->batch[i].sequence = 0;
+		int rc = store_file_put(txn, s->f->num, STORE_LOCAL, &s->batch[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+scan_flush(struct scanner *s)
+{
+	int rc = 0;
+	if (s->nbatch == 0)
+		return 0;
+	rc = store_write(s->f->ag->store, txn_put_batch, s);
+	for (size_t i = 0; i < s->nbatch; i++) {
+		free(s->batch[i].version);
+		free(s->batch[i].blocks);
+		free((char *)s->batch[i].name);
+		free((char *)s->batch[i].target);
+	}
+	s->changes += s->nbatch;
+	s->nbatch = 0;
+	if (rc != 0) {
+		folder_set_error(s->f, "cannot record the scan: %s", store_strerror(rc));
+		s->failed = 1;
+		return rc;
+	}
+	agent_local_index_changed(s->f->ag, s->f);
+	return 0;
+}
+
+/* Builds the new version: the previous one with our counter above every counter in it. */
+static int
+bump_version(struct agent *ag, const struct store_counter *prev, size_t n, struct store_counter **out,
+	     size_t *nout)
+{
+	uint64_t max = 0;
+	size_t me = n;
+	struct store_counter *v = malloc((n + 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		v[i] = prev[i];
+		if (prev[i].value > max)
+			max = prev[i].value;
+		if (prev[i].id == ag->short_id)
+			me = i;
+	}
+	if (me == n) {
+		v[n].id = ag->short_id;
+		n++;
+	}
+	v[me].value = max + 1;
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+/* Adds one record to the batch; takes ownership of blocks. */
+static int
+scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_block *blocks,
+	    size_t nblocks, uint32_t block_size)
+{
+	struct folder *f = s->f;
+	struct store_file *r;
+	int rc;
+
+	if (s->nbatch == SCAN_BATCH && (rc = scan_flush(s)) != 0) {
+		free(blocks);
+		return rc;
+	}
+	if (!s->batch && !(s->batch = calloc(SCAN_BATCH, sizeof(*s->batch)))) {
+		free(blocks);
+		return -ENOMEM;
+	}
+	r = &s->batch[s->nbatch];
+	memset(r, 0, sizeof(*r));
+	r->name = strndup(e->name, e->name_len);
+	r->name_len = e->name_len;
+	if (!r->name) {
+		free(blocks);
+		return -ENOMEM;
+	}
+	r->type = e->type;
+	r->mode = e->mode;
+	r->mtime_s = e->mtime_s;
+	r->mtime_ns = e->mtime_ns;
+	r->inode = e->ino;
+	r->ctime_s = e->ctime_s;
+	r->ctime_ns = e->ctime_ns;
+	if (deleted) {
+		r->flags = STORE_FLAG_DELETED;
+		r->size = 0;
+	} else {
+		r->size = e->type == STORE_FILE ? e->size : 0;
+		r->blocks = blocks;
+		r->nblocks = nblocks;
+		r->block_size = block_size;
+		if (e->target) {
+			r->target = strdup(e->target);
+			r->target_len = strlen(e->target);
+			if (!r->target) {
+				free((char *)r->name);
+				free(blocks);
+				return -ENOMEM;
+			}
+		}
+	}
+	if (f->mode == MODE_RECEIVE) {
+		/* Keep the cluster's version; mark the change as ours only. */
+		r->flags |= STORE_FLAG_LOCALCHANGE;
+		if (e->prev_nversion) {
+			r->version = malloc(e->prev_nversion * sizeof(*r->version));
+			if (!r->version)
+				return -ENOMEM;
+			memcpy(r->version, e->prev_version, e->prev_nversion * sizeof(*r->version));
+			r->nversion = e->prev_nversion;
+		}
+	} else if ((rc = bump_version(f->ag, e->prev_version, e->prev_nversion, &r->version,
+				      &r->nversion)) != 0) {
+		return rc;
+	}
+	s->nbatch++;
+	return 0;
+}
+
+static void scan_next(struct scanner *s);
+
+static void
+scan_finish(struct scanner *s)
+{
+	struct folder *f = s->f;
+	int retry = s->retry;
+
+	if (!s->failed)
+		scan_flush(s);
+	if (!s->failed) {
+		log_info("scanned %s: %zu entries, %zu changed, %.1f MB hashed in %.2f s", f->id,
+			 s->nents, s->changes, (double)s->hashed_bytes / 1e6,
+			 (double)(now_ms() - s->started_ms) / 1000.0);
+		if (s->skipped)
+			log_warn("%s: %zu names were skipped (not valid UTF-8, control characters, "
+				 "or unreadable)",
+				 f->id, s->skipped);
+		if (f->state == FOLDER_ERROR && s->walk_err == 0)
+			folder_clear_error(f);
+	}
+	f->scan = NULL;
+	scanner_free(s);
+	if (retry) {
+		f->scan_wanted = 1;
+		f->next_scan_ms = now_ms() + 500;
+	}
+	folder_job_done(f);
+}
+
+static void
+hash_done(uv_work_t *w, int status)
+{
+	struct hash_job *j = w->data;
+	struct scanner *s = j->s;
+
+	s->inflight--;
+	close(j->rootfd);
+	if (!s->aborted && !s->failed) {
+		if (status != 0 || j->changed) {
+			s->retry = 1;
+			free(j->blocks);
+		} else if (j->err == -ENOENT) {
+			s->retry = 1; /* removed while we looked: the next scan records it */
+			free(j->blocks);
+		} else if (j->err != 0) {
+			log_warn("%s: cannot read %s: %s", s->f->id, j->e->name, strerror(-j->err));
+			free(j->blocks);
+		} else {
+			s->hashed_bytes += j->e->size;
+			if (scan_record(s, j->e, 0, j->blocks, j->nblocks, j->block_size) != 0)
+				s->failed = 1;
+		}
+	} else {
+		free(j->blocks);
+	}
+	free(j);
+	scan_next(s);
+}
+
+static void
+scan_next(struct scanner *s)
+{
+	while (!s->aborted && !s->failed && s->inflight < SCAN_HASH_JOBS && s->next < s->ntodo) {
+		struct hash_job *j = calloc(1, sizeof(*j));
+		if (!j) {
+			s->failed = 1;
+			break;
+		}
+		j->s = s;
+		j->e = &s->ents[s->todo[s->next++]];
+		j->work.data = j;
+		j->rootfd = fcntl(s->rootfd, F_DUPFD_CLOEXEC, 3);
+		if (j->rootfd < 0 || uv_queue_work(s->f->ag->loop, &j->work, hash_work, hash_done) != 0) {
+			if (j->rootfd >= 0)
+				close(j->rootfd);
+			free(j);
+			s->failed = 1;
+			break;
+		}
+		s->inflight++;
+	}
+	if (s->inflight == 0 && (s->next >= s->ntodo || s->aborted || s->failed))
+		scan_finish(s);
+}
+
+/* Name set for finding deletions. */
+struct nameset {
+	size_t *slots; /* index + 1 into ents, 0 = empty */
+	size_t cap;
+	struct scan_entry *ents;
+};
+
+static uint64_t
+name_hash(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static int
+nameset_build(struct nameset *ns, struct scan_entry *ents, size_t n)
+{
+	ns->cap = 16;
+	while (ns->cap < 2 * n)
+		ns->cap *= 2;
+	ns->slots = calloc(ns->cap, sizeof(*ns->slots));
+	ns->ents = ents;
+	if (!ns->slots)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = name_hash(ents[i].name, ents[i].name_len) & (ns->cap - 1);
+		while (ns->slots[k])
+			k = (k + 1) & (ns->cap - 1);
+		ns->slots[k] = i + 1;
+	}
+	return 0;
+}
+
+static int
+nameset_has(const struct nameset *ns, const char *p, size_t n)
+{
+	size_t k = name_hash(p, n) & (ns->cap - 1);
+	while (ns->slots[k]) {
+		const struct scan_entry *e = &ns->ents[ns->slots[k] - 1];
+		if (e->name_len == n && memcmp(e->name, p, n) == 0)
+			return 1;
+		k = (k + 1) & (ns->cap - 1);
+	}
+	return 0;
+}
+
+struct del_ctx {
+	struct scanner *s;
+	struct nameset *ns;
+	struct scan_entry *dels;
+	size_t ndels, cap;
+	int err;
+};
+
+static int
+find_deleted(const struct store_file *sf, void *arg)
+{
+	struct del_ctx *x = arg;
+	struct scan_entry e;
+
+	if (sf->flags & STORE_FLAG_DELETED)
+		return 0;
+	if (nameset_has(x->ns, sf->name, sf->name_len))
+		return 0;
+	if (x->ndels == x->cap) {
+		size_t cap = x->cap ? 2 * x->cap : 64;
+		struct scan_entry *n = realloc(x->dels, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		x->dels = n;
+		x->cap = cap;
+	}
+	memset(&e, 0, sizeof(e));
+	e.name = strndup(sf->name, sf->name_len);
+	e.name_len = sf->name_len;
+	e.type = sf->type;
+	e.mode = sf->mode;
+	e.mtime_s = sf->mtime_s;
+	e.mtime_ns = sf->mtime_ns;
+	e.had_prev = 1;
+	if (sf->nversion) {
+		e.prev_version = malloc(sf->nversion * sizeof(*e.prev_version));
+		if (!e.prev_version) {
+			free(e.name);
+			return -ENOMEM;
+		}
+		memcpy(e.prev_version, sf->version, sf->nversion * sizeof(*e.prev_version));
+		e.prev_nversion = sf->nversion;
+	}
+	if (!e.name) {
+		free(e.prev_version);
+		return -ENOMEM;
+	}
+	x->dels[x->ndels++] = e;
+	return 0;
+}
+
+static int
+entry_changed(const struct scan_entry *e, const struct store_file *sf)
+{
+	if (sf->flags & STORE_FLAG_DELETED)
+		return 1;
+	if (sf->type != e->type || sf->mode != e->mode)
+		return 1;
+	if (sf->mtime_s != e->mtime_s || sf->mtime_ns != e->mtime_ns)
+		return 1;
+	if (e->type == STORE_FILE &&
+	    (sf->size != e->size || sf->inode != e->ino || sf->ctime_s != e->ctime_s ||
+	     sf->ctime_ns != e->ctime_ns))
+		return 2; /* content may differ: rehash */
+	if (e->type == STORE_SYMLINK &&
+	    (sf->target_len != strlen(e->target) || memcmp(sf->target, e->target, sf->target_len)))
+		return 1;
+	return 0;
+}
+
+static void
+walk_done(uv_work_t *w, int status)
+{
+	struct scanner *s = w->data;
+	struct folder *f = s->f;
+	struct store_txn *txn = NULL;
+	struct nameset ns = {0};
+	struct del_ctx dx = {0};
+	int rc;
+
+	if (s->aborted || status != 0) {
+		s->failed = 1;
+		scan_finish(s);
+		return;
+	}
+	if (s->walk_err == -ENOENT) {
+		folder_set_error(f, "the folder marker %s/" MARKER " is missing: is the disk "
+				    "mounted? Not scanning, so nothing is deleted by mistake",
+				 f->path);
+		s->failed = 1;
+		scan_finish(s);
+		return;
+	}
+	if (s->walk_err != 0) {
+		folder_set_error(f, "cannot read the folder: %s", strerror(-s->walk_err));
+		s->failed = 1;
+		scan_finish(s);
+		return;
+	}
+	s->todo = malloc((s->nents ? s->nents : 1) * sizeof(*s->todo));
+	if (!s->todo || (rc = store_read_begin(f->ag->store, &txn)) != 0) {
+		s->failed = 1;
+		scan_finish(s);
+		return;
+	}
+	/* Collect changes in one read transaction, then write them in batches. */
+	size_t nrec = 0;
+	size_t *rec = malloc((s->nents ? s->nents : 1) * sizeof(*rec));
+	if (!rec) {
+		store_read_end(txn);
+		s->failed = 1;
+		scan_finish(s);
+		return;
+	}
+	for (size_t i = 0; i < s->nents; i++) {
+		struct scan_entry *e = &s->ents[i];
+		struct store_file sf;
+		int ch = 2;
+		rc = store_file_get(txn, f->num, STORE_LOCAL, e->name, e->name_len, 0, &sf);
+		if (rc == 0) {
+			ch = entry_changed(e, &sf);
+			e->had_prev = 1;
+			e->prev_block_size = sf.block_size;
+			e->prev_flags = sf.flags;
+			if (ch && sf.nversion) {
+				e->prev_version = malloc(sf.nversion * sizeof(*e->prev_version));
+				if (e->prev_version) {
+					memcpy(e->prev_version, sf.version,
+					       sf.nversion * sizeof(*e->prev_version));
+					e->prev_nversion = sf.nversion;
+				}
+			}
+			if (ch == 2 && e->type == STORE_FILE && !(sf.flags & STORE_FLAG_DELETED) &&
+			    sf.size == e->size && sf.inode == e->ino && sf.mtime_s == e->mtime_s &&
+			    sf.mtime_ns == e->mtime_ns)
+				ch = 2;
+			store_file_release(&sf);
+		}
+		if (ch == 0)
+			continue;
+		if (e->type == STORE_FILE && e->size > 0)
+			s->todo[s->ntodo++] = i;
+		else
+			rec[nrec++] = i;
+	}
+	if (nameset_build(&ns, s->ents, s->nents) == 0) {
+		dx.s = s;
+		dx.ns = &ns;
+		rc = store_files_each(txn, f->num, STORE_LOCAL, NULL, 0, 0, find_deleted, &dx);
+		if (rc < 0)
+			s->failed = 1;
+	} else {
+		s->failed = 1;
+	}
+	store_read_end(txn);
+	free(ns.slots);
+	for (size_t i = 0; i < nrec && !s->failed; i++)
+		if (scan_record(s, &s->ents[rec[i]], 0, NULL, 0, 0) != 0)
+			s->failed = 1;
+	for (size_t i = 0; i < dx.ndels; i++) {
+		if (!s->failed && scan_record(s, &dx.dels[i], 1, NULL, 0, 0) != 0)
+			s->failed = 1;
+		entry_free(&dx.dels[i]);
+	}
+	free(dx.dels);
+	free(rec);
+	scan_next(s);
+}
+
+int
+scan_start(struct folder *f)
+{
+	struct scanner *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->f = f;
+	s->started_ms = now_ms();
+	s->rootfd = fcntl(f->rootfd, F_DUPFD_CLOEXEC, 3);
+	if (s->rootfd < 0) {
+		free(s);
+		return -errno;
+	}
+	s->walk.data = s;
+	if (uv_queue_work(f->ag->loop, &s->walk, walk_work, walk_done) != 0) {
+		close(s->rootfd);
+		free(s);
+		return -ENOMEM;
+	}
+	f->scan = s;
+	return 0;
+}
+
+void
+scan_abort(struct folder *f)
+{
+	if (f->scan)
+		f->scan->aborted = 1;
+}

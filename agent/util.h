@@ -1,0 +1,38 @@
+/*
+ * agent/util.h - small helpers the agent's files share: a string builder,
+ * atomic file writes, directory creation, time.
+ */
+#ifndef SHOAL_AGENT_UTIL_H
+#define SHOAL_AGENT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct strbuf {
+	char *buf; /* always NUL-terminated once anything was added */
+	size_t len, cap;
+	int oom;
+};
+
+void strbuf_init(struct strbuf *sb);
+void strbuf_release(struct strbuf *sb);
+void strbuf_add(struct strbuf *sb, const void *p, size_t n);
+void strbuf_addf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes data to path via a temporary file, fsync and rename. Returns 0 or -errno. */
+int write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* Creates path and its parents with mode. Returns 0 or -errno. */
+int mkdir_p(const char *path, unsigned mode);
+/* Joins a and b with one '/'. Returns malloc'd string or NULL. */
+char *path_join(const char *a, const char *b);
+
+/* Monotonic milliseconds and wall-clock nanoseconds. */
+uint64_t now_ms(void);
+uint64_t wall_ns(void);
+
+void hex_encode(const unsigned char *in, size_t n, char *out);
+
+/* Formats a byte count like "1.5 MiB" into out. */
+void fmt_bytes(uint64_t n, char *out, size_t len);
+
+#endif
