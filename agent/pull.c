@@ -105,7 +105,7 @@ struct puller {
 	size_t inflight_bytes;
 	size_t jobs;
 	struct pull_file **finished;
-	size_t nfinished;
+	size_t nfinished, capfinished;
 	int finishing;
 	struct store_file *batch;
 	size_t nbatch;
@@ -115,6 +115,8 @@ struct puller {
 	int aborted;
 	int stopping;
 	int in_advance, again;
+	char **touched; /* parent directories whose mtime our writes disturbed */
+	size_t ntouched, captouched;
 };
 
 /* Outstanding requests of every puller of the agent, by request id. */
@@ -122,6 +124,7 @@ struct puller {
 static struct block_req *reqtab[REQTAB];
 
 static void pull_advance(struct puller *p);
+static void touch_parent(struct puller *p, const char *name, size_t len);
 
 /* ---- version vectors ---- */
 
@@ -547,6 +550,18 @@ pf_settle(struct pull_file *pf)
 		pf_free(pf);
 		return;
 	}
+	if (p->nfinished == p->capfinished) {
+		size_t cap = p->capfinished ? 2 * p->capfinished : PULL_FINISH_BATCH;
+		struct pull_file **nf = realloc(p->finished, cap * sizeof(*nf));
+		if (!nf) {
+			pf->failed = 1;
+			p->failures++;
+			pf_free(pf);
+			return;
+		}
+		p->finished = nf;
+		p->capfinished = cap;
+	}
 	p->finished[p->nfinished++] = pf;
 }
 
@@ -797,6 +812,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	pf->next = p->active;
 	p->active = pf;
 	p->nactive++;
+	touch_parent(p, pf->name, pf->rf.name_len);
 	pf->dirfd = fs_open_parent(p->f->rootfd, pf->name, &pf->base);
 	if (pf->dirfd < 0) {
 		pf_fail(pf, strerror(-pf->dirfd));
@@ -908,18 +924,13 @@ pull_finish_batch(struct puller *p)
 	j->p = p;
 	j->files = p->finished;
 	j->n = p->nfinished;
-	p->finished = calloc(PULL_ACTIVE_MAX + PULL_FINISH_BATCH, sizeof(*p->finished));
-	if (!p->finished) {
-		p->finished = j->files;
-		free(j);
-		return;
-	}
+	p->finished = NULL;
 	p->nfinished = 0;
+	p->capfinished = 0;
 	j->work.data = j;
 	if (uv_queue_work(p->f->ag->loop, &j->work, finish_work, finish_done) != 0) {
-		free(p->finished);
 		p->finished = j->files;
-		p->nfinished = j->n;
+		p->nfinished = p->capfinished = j->n;
 		free(j);
 		return;
 	}
@@ -928,6 +939,67 @@ pull_finish_batch(struct puller *p)
 }
 
 /* ---- the synchronous phases ---- */
+
+/* Remembers name's parent directory so its recorded mtime can be put back. */
+static void
+touch_parent(struct puller *p, const char *name, size_t len)
+{
+	const char *slash = memrchr(name, '/', len);
+	if (!slash)
+		return;
+	if (p->ntouched && strlen(p->touched[p->ntouched - 1]) == (size_t)(slash - name) &&
+	    memcmp(p->touched[p->ntouched - 1], name, (size_t)(slash - name)) == 0)
+		return;
+	if (p->ntouched == p->captouched) {
+		size_t cap = p->captouched ? 2 * p->captouched : 64;
+		char **n = realloc(p->touched, cap * sizeof(*n));
+		if (!n)
+			return;
+		p->touched = n;
+		p->captouched = cap;
+	}
+	if ((p->touched[p->ntouched] = strndup(name, (size_t)(slash - name))))
+		p->ntouched++;
+}
+
+static int
+str_cmp_desc(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+/* Puts back the recorded mtime of directories that only changed because we wrote into them. */
+static void
+restore_touched(struct puller *p)
+{
+	struct store_txn *txn;
+
+	if (p->ntouched == 0 || store_read_begin(p->f->ag->store, &txn) != 0)
+		return;
+	qsort(p->touched, p->ntouched, sizeof(*p->touched), str_cmp_desc);
+	for (size_t i = 0; i < p->ntouched; i++) {
+		struct store_file lf;
+		const char *base;
+		if (i > 0 && strcmp(p->touched[i], p->touched[i - 1]) == 0)
+			continue;
+		if (store_file_get(txn, p->f->num, STORE_LOCAL, p->touched[i], strlen(p->touched[i]),
+				   0, &lf) != 0)
+			continue;
+		int dfd = lf.type == STORE_DIR && !(lf.flags & STORE_FLAG_DELETED)
+				  ? fs_open_parent(p->f->rootfd, p->touched[i], &base)
+				  : -1;
+		if (dfd >= 0) {
+			struct timespec ts[2];
+			ts[0].tv_sec = lf.mtime_s;
+			ts[0].tv_nsec = lf.mtime_ns;
+			ts[1] = ts[0];
+			utimensat(dfd, base, ts, AT_SYMLINK_NOFOLLOW);
+			close(dfd);
+		}
+		store_file_release(&lf);
+	}
+	store_read_end(txn);
+}
 
 static void
 do_dir(struct puller *p, struct need_item *it)
@@ -1006,6 +1078,7 @@ do_link(struct puller *p, struct need_item *it)
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
+	touch_parent(p, it->name, it->name_len);
 	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
 	if (dfd < 0 || rf.target_len == 0 || rf.target_len > PROTO_PATH_MAX) {
 		p->failures++;
@@ -1050,6 +1123,7 @@ do_delete(struct puller *p, struct need_item *it)
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
+	touch_parent(p, it->name, it->name_len);
 	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
 	if (dfd >= 0) {
 		int r = 0;
@@ -1091,6 +1165,9 @@ pull_end(struct puller *p)
 		folder_clear_error(f);
 	}
 	items_free(p->items, p->nitems);
+	for (size_t i = 0; i < p->ntouched; i++)
+		free(p->touched[i]);
+	free(p->touched);
 	batch_clear(p);
 	free(p->batch);
 	free(p->finished);
@@ -1169,6 +1246,9 @@ again:
 			p->phase = PH_DIRMETA;
 		}
 		if (p->phase == PH_DIRMETA) {
+			/* Directories this pull did not change get their recorded mtime back. */
+			pull_flush(p);
+			restore_touched(p);
 			/* Deepest first, so setting a child's mtime does not disturb its parent. */
 			for (size_t i = p->nitems; i-- > 0;)
 				if (item_phase(&p->items[i]) == 0 && p->items[i].name)
@@ -1210,8 +1290,7 @@ pull_start(struct folder *f)
 		return 1; /* nothing to do */
 	}
 	p = calloc(1, sizeof(*p));
-	if (!p || !(p->finished = calloc(PULL_ACTIVE_MAX + PULL_FINISH_BATCH, sizeof(*p->finished)))) {
-		free(p);
+	if (!p) {
 		items_free(x.items, x.n);
 		return -ENOMEM;
 	}
