@@ -154,7 +154,7 @@ void scan_abort(struct folder *f);
 int pull_start(struct folder *f);
 void pull_abort(struct folder *f);
 /* A response arrived for one of the puller's requests. */
-void pull_on_response(struct agent *ag, const struct proto_response *r);
+void pull_on_response(struct agent *ag, struct conn *c, const struct proto_response *r);
 /* A connection closed: fail its outstanding requests. */
 void pull_on_conn_closed(struct agent *ag, struct conn *c);
 /* Lets a running pull settle what changed (called from the kick handler). */

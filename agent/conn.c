@@ -881,7 +881,7 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 		conn_on_request(c, &m.u.request);
 		break;
 	case PROTO_RESPONSE:
-		pull_on_response(c->ag, &m.u.response);
+		pull_on_response(c->ag, c, &m.u.response);
 		break;
 	case PROTO_PING:
 		break;

@@ -102,6 +102,10 @@ json_strn(struct json *j, const char *s, size_t n)
 			esc[0] = '\\';
 			esc[1] = (char)c;
 			put(j, esc, 2);
+		} else if (c == '\n' || c == '\t' || c == '\r') {
+			esc[0] = '\\';
+			esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : 'r';
+			put(j, esc, 2);
 		} else if (c < 0x20 || c == 0x7f) {
 			snprintf(esc, sizeof(esc), "\\u%04x", c);
 			put(j, esc, 6);

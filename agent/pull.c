@@ -26,6 +26,7 @@
 #include "agent/fsops.h"
 #include "agent/log.h"
 #include "agent/util.h"
+#include "agent/version.h"
 #include "crypto/chunker.h"
 
 #define PULL_ACTIVE_MAX 64            /* files open at once */
@@ -34,7 +35,6 @@
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
 
-enum vv_order { VV_EQUAL, VV_GREATER, VV_LESSER, VV_CONCURRENT };
 
 struct need_item {
 	char *name;
@@ -125,36 +125,6 @@ static struct block_req *reqtab[REQTAB];
 
 static void pull_advance(struct puller *p);
 static void touch_parent(struct puller *p, const char *name, size_t len);
-
-/* ---- version vectors ---- */
-
-static uint64_t
-vv_get(const struct store_counter *v, size_t n, uint64_t id)
-{
-	for (size_t i = 0; i < n; i++)
-		if (v[i].id == id)
-			return v[i].value;
-	return 0;
-}
-
-static enum vv_order
-vv_compare(const struct store_counter *a, size_t na, const struct store_counter *b, size_t nb)
-{
-	int greater = 0, lesser = 0;
-	for (size_t i = 0; i < na; i++) {
-		uint64_t bv = vv_get(b, nb, a[i].id);
-		greater |= a[i].value > bv;
-		lesser |= a[i].value < bv;
-	}
-	for (size_t i = 0; i < nb; i++) {
-		uint64_t av = vv_get(a, na, b[i].id);
-		greater |= av > b[i].value;
-		lesser |= av < b[i].value;
-	}
-	if (greater && lesser)
-		return VV_CONCURRENT;
-	return greater ? VV_GREATER : lesser ? VV_LESSER : VV_EQUAL;
-}
 
 /* ---- planning ---- */
 
@@ -475,6 +445,15 @@ req_add(struct block_req *r)
 	struct block_req **b = &reqtab[r->id % REQTAB];
 	r->next = *b;
 	*b = r;
+}
+
+static struct block_req *
+req_peek(uint32_t id)
+{
+	for (struct block_req *r = reqtab[id % REQTAB]; r; r = r->next)
+		if (r->id == id)
+			return r;
+	return NULL;
 }
 
 static struct block_req *
@@ -1315,15 +1294,21 @@ pull_abort(struct folder *f)
 }
 
 void
-pull_on_response(struct agent *ag, const struct proto_response *r)
+pull_on_response(struct agent *ag, struct conn *c, const struct proto_response *r)
 {
-	struct block_req *br = req_take(r->id);
+	struct block_req *br = req_peek(r->id);
 	struct pull_file *pf;
 	struct puller *p;
 	(void)ag;
 
 	if (!br)
 		return; /* a late answer to a request already given up */
+	if (br->conn != c) {
+		/* Only the device that was asked may answer. */
+		conn_close(c, "response to a request it was not sent");
+		return;
+	}
+	req_take(r->id);
 	pf = br->pf;
 	p = pf->p;
 	pf->pending--;

@@ -1,0 +1,248 @@
+/*
+ * tests/unit/agent_test.c - the agent's self-contained pieces: configuration
+ * file, JSON writer and reader, confined file operations, version vectors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/config.h"
+#include "agent/fsops.h"
+#include "agent/json.h"
+#include "agent/util.h"
+#include "agent/version.h"
+#include "crypto/identity.h"
+#include "crypto/sec.h"
+#include "test.h"
+
+static char tmpdir[64];
+
+static void
+mktmp(void)
+{
+	strcpy(tmpdir, "/tmp/shoal-agent-test.XXXXXX");
+	ASSERT(mkdtemp(tmpdir) != NULL);
+}
+
+static void
+rmtmp(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	ASSERT_EQ(system(cmd), 0);
+}
+
+TEST(config_roundtrip)
+{
+	struct config c, d;
+	struct sec_identity a;
+	char err[128], path[128];
+	unsigned char seed[32] = {1};
+
+	ASSERT_EQ(sec_init(), 0);
+	mktmp();
+	snprintf(path, sizeof(path), "%s/config", tmpdir);
+	memset(&c, 0, sizeof(c));
+	memset(&a, 0, sizeof(a));
+	ASSERT_EQ(sec_identity_from_seed(&a, seed), 0);
+	ASSERT_EQ(config_set_str(&c.name, "nas"), 0);
+	ASSERT_EQ(config_set_str(&c.listen, "0.0.0.0:22100"), 0);
+	struct cfg_peer *p = config_add_peer(&c, a.id);
+	ASSERT(p);
+	ASSERT_EQ(config_set_str(&p->name, "laptop"), 0);
+	ASSERT_EQ(config_peer_add_addr(p, "10.0.0.2:22100"), 0);
+	ASSERT_EQ(config_peer_add_addr(p, "[fe80::1]:22100"), 0);
+	ASSERT_EQ(config_peer_add_addr(p, "10.0.0.2:22100"), 0); /* no duplicates */
+	struct cfg_folder *f = config_add_folder(&c, "photos", "/srv/photos with space", MODE_SEND);
+	ASSERT(f);
+	ASSERT_EQ(config_folder_share(f, a.id), 0);
+	ASSERT_EQ(config_save(&c, path), 0);
+
+	struct stat st;
+	ASSERT_EQ(stat(path, &st), 0);
+	ASSERT_EQ(st.st_mode & 0777, 0600);
+	ASSERT_EQ(config_load(&d, path, err, sizeof(err)), 0);
+	ASSERT_STREQ(d.name, "nas");
+	ASSERT_STREQ(d.listen, "0.0.0.0:22100");
+	ASSERT_EQ(d.npeers, 1);
+	ASSERT_MEMEQ(d.peers[0].id, a.id, 32);
+	ASSERT_STREQ(d.peers[0].name, "laptop");
+	ASSERT_EQ(d.peers[0].naddrs, 2);
+	ASSERT_STREQ(d.peers[0].addrs[1], "[fe80::1]:22100");
+	ASSERT_EQ(d.nfolders, 1);
+	ASSERT_STREQ(d.folders[0].path, "/srv/photos with space");
+	ASSERT_EQ(d.folders[0].mode, MODE_SEND);
+	ASSERT(config_folder_shared(&d.folders[0], a.id));
+	config_release(&c);
+	config_release(&d);
+	sec_identity_release(&a);
+	rmtmp();
+}
+
+static int
+load_text(const char *text, char *err, size_t errlen)
+{
+	char path[128];
+	struct config c;
+	snprintf(path, sizeof(path), "%s/config", tmpdir);
+	ASSERT_EQ(write_file_atomic(path, text, strlen(text), 0600), 0);
+	int rc = config_load(&c, path, err, errlen);
+	config_release(&c);
+	return rc;
+}
+
+TEST(config_errors)
+{
+	char err[128];
+	mktmp();
+	ASSERT_EQ(load_text("[device]\nname = x\n", err, sizeof(err)), 0);
+	ASSERT_EQ(load_text("[device\n", err, sizeof(err)), -EINVAL);
+	ASSERT(strstr(err, "line 1") != NULL);
+	ASSERT_EQ(load_text("[device]\nbogus = 1\n", err, sizeof(err)), -EINVAL);
+	ASSERT(strstr(err, "line 2") != NULL);
+	ASSERT_EQ(load_text("[peer AAAA]\n", err, sizeof(err)), -EINVAL);
+	ASSERT(strstr(err, "bad device ID") != NULL);
+	ASSERT_EQ(load_text("[folder x]\nmode = sideways\npath = /x\n", err, sizeof(err)), -EINVAL);
+	ASSERT_EQ(load_text("[folder x]\nmode = send\n", err, sizeof(err)), -EINVAL);
+	ASSERT(strstr(err, "no path") != NULL);
+	ASSERT_EQ(load_text("[folder ../x]\npath = /x\n", err, sizeof(err)), -EINVAL);
+	/* A missing file is an empty configuration. */
+	struct config c;
+	ASSERT_EQ(config_load(&c, "/nonexistent/shoal/config", err, sizeof(err)), 0);
+	ASSERT_EQ(c.nfolders, 0);
+	rmtmp();
+}
+
+TEST(folder_ids)
+{
+	ASSERT(folder_id_valid("default"));
+	ASSERT(folder_id_valid("a.b_c-1"));
+	ASSERT(!folder_id_valid(""));
+	ASSERT(!folder_id_valid(".hidden"));
+	ASSERT(!folder_id_valid("a/b"));
+	ASSERT(!folder_id_valid("a b"));
+	ASSERT(!folder_id_valid("0123456789012345678901234567890123456789012345678901234567890123456789"));
+}
+
+TEST(json_roundtrip)
+{
+	struct json j;
+	json_init(&j);
+	json_obj_open(&j);
+	json_key(&j, "s");
+	json_str(&j, "quote\" back\\ nl\n tab\t ctl\x01 é");
+	json_key(&j, "n");
+	json_u64(&j, 18446744073709551615ull);
+	json_key(&j, "neg");
+	json_i64(&j, -5);
+	json_key(&j, "a");
+	json_arr_open(&j);
+	json_bool(&j, 1);
+	json_null(&j);
+	json_obj_open(&j);
+	json_obj_close(&j);
+	json_arr_close(&j);
+	json_obj_close(&j);
+	const char *t = json_finish(&j);
+	ASSERT(t);
+	ASSERT(strstr(t, "\\\"") && strstr(t, "\\n") && strstr(t, "\\u0001"));
+	struct jv *v = jv_parse(t);
+	ASSERT(v);
+	ASSERT_STREQ(jv_str(jv_get(v, "s"), ""), "quote\" back\\ nl\n tab\t ctl\x01 é");
+	ASSERT_EQ((long long)jv_num(jv_get(v, "neg")), -5);
+	const struct jv *a = jv_get(v, "a");
+	ASSERT(a && a->type == JV_ARR);
+	ASSERT_EQ(a->n, 3);
+	ASSERT(a->items[0]->type == JV_BOOL && a->items[0]->b);
+	ASSERT(a->items[1]->type == JV_NULL);
+	jv_free(v);
+	json_release(&j);
+	ASSERT(jv_parse("{\"a\":") == NULL);
+	ASSERT(jv_parse("[1,2") == NULL);
+	ASSERT(jv_parse("{} x") == NULL);
+}
+
+TEST(fsops_confined)
+{
+	char path[256];
+	int root, fd;
+	const char *base;
+
+	mktmp();
+	snprintf(path, sizeof(path), "%s/root/a/b", tmpdir);
+	ASSERT_EQ(mkdir_p(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/root/a/b/file", tmpdir);
+	ASSERT_EQ(write_file_atomic(path, "x", 1, 0644), 0);
+	snprintf(path, sizeof(path), "%s/outside", tmpdir);
+	ASSERT_EQ(write_file_atomic(path, "secret", 6, 0644), 0);
+	snprintf(path, sizeof(path), "%s/root/up", tmpdir);
+	ASSERT_EQ(symlink("..", path), 0);
+	snprintf(path, sizeof(path), "%s/root/a/abs", tmpdir);
+	ASSERT_EQ(symlink("/etc", path), 0);
+	snprintf(path, sizeof(path), "%s/root/a/inside", tmpdir);
+	ASSERT_EQ(symlink("b", path), 0);
+	snprintf(path, sizeof(path), "%s/root", tmpdir);
+	root = open(path, O_RDONLY | O_DIRECTORY);
+	ASSERT(root >= 0);
+
+	fd = fs_open_beneath(root, "a/b/file", O_RDONLY, 0);
+	ASSERT(fd >= 0);
+	close(fd);
+	/* Escapes and symlinks in any component are refused. */
+	ASSERT(fs_open_beneath(root, "../outside", O_RDONLY, 0) < 0);
+	ASSERT(fs_open_beneath(root, "/etc/passwd", O_RDONLY, 0) < 0);
+	ASSERT_EQ(fs_open_beneath(root, "up/outside", O_RDONLY, 0), -ELOOP);
+	ASSERT_EQ(fs_open_beneath(root, "a/abs/passwd", O_RDONLY, 0), -ELOOP);
+	ASSERT_EQ(fs_open_beneath(root, "a/inside/file", O_RDONLY, 0), -ELOOP);
+	/* The final component is never followed either. */
+	ASSERT(fs_open_beneath(root, "up", O_RDONLY, 0) < 0);
+	/* Creating through a link is refused; nothing appears outside. */
+	ASSERT(fs_open_beneath(root, "up/created", O_WRONLY | O_CREAT, 0644) < 0);
+	snprintf(path, sizeof(path), "%s/created", tmpdir);
+	ASSERT_EQ(access(path, F_OK), -1);
+
+	fd = fs_open_parent(root, "a/b/file", &base);
+	ASSERT(fd >= 0);
+	ASSERT_STREQ(base, "file");
+	close(fd);
+	fd = fs_open_parent(root, "top", &base);
+	ASSERT(fd >= 0);
+	ASSERT_STREQ(base, "top");
+	close(fd);
+	ASSERT(fs_open_parent(root, "up/x", &base) < 0);
+
+	char t1[64], t2[64];
+	fs_temp_name("a/b/file", t1);
+	fs_temp_name("a/b/file2", t2);
+	ASSERT(strncmp(t1, ".shoal-tmp-", 11) == 0);
+	ASSERT(strcmp(t1, t2) != 0);
+	close(root);
+	rmtmp();
+}
+
+TEST(version_vectors)
+{
+	struct store_counter a[] = {{1, 3}, {2, 1}};
+	struct store_counter b[] = {{1, 3}};
+	struct store_counter c[] = {{1, 2}, {2, 5}};
+	struct store_counter d[] = {{2, 1}, {1, 3}};
+
+	ASSERT_EQ(vv_compare(a, 2, b, 1), VV_GREATER);
+	ASSERT_EQ(vv_compare(b, 1, a, 2), VV_LESSER);
+	ASSERT_EQ(vv_compare(a, 2, d, 2), VV_EQUAL); /* order does not matter */
+	ASSERT_EQ(vv_compare(a, 2, c, 2), VV_CONCURRENT);
+	ASSERT_EQ(vv_compare(NULL, 0, NULL, 0), VV_EQUAL);
+	ASSERT_EQ(vv_compare(b, 1, NULL, 0), VV_GREATER);
+}
+
+TEST_LIST_BEGIN
+TEST_ENTRY(config_roundtrip)
+TEST_ENTRY(config_errors)
+TEST_ENTRY(folder_ids)
+TEST_ENTRY(json_roundtrip)
+TEST_ENTRY(fsops_confined)
+TEST_ENTRY(version_vectors)
+TEST_LIST_END
