@@ -42,6 +42,7 @@ struct conn_folder {
 	uint64_t sent_seq;
 	int pending;
 	int initial; /* the first index is still being sent */
+	int full;    /* ... and it is the full index, from sequence 0 */
 };
 
 struct conn {
@@ -189,6 +190,33 @@ on_close(uv_handle_t *h)
 	conn_free_if_done(c);
 }
 
+/*
+ * Tells the peer why we close, if the socket takes it right now: a CLOSE
+ * frame written with uv_try_write, never queued behind other data.
+ */
+static void
+conn_send_close(struct conn *c, const char *reason)
+{
+	uint8_t frame[PROTO_FRAME_HDR + 1 + 160 + PROTO_TAG];
+	struct proto_buf b;
+	char r[128];
+
+	snprintf(r, sizeof(r), "%s", reason);
+	proto_buf_init(&b);
+	if (proto_encode_close(&b, r) == 0 && b.len <= 160) {
+		uint8_t *body = frame + PROTO_FRAME_HDR;
+		proto_frame_header(frame, 1 + b.len + PROTO_TAG);
+		body[0] = PROTO_FRAG_LAST;
+		memcpy(body + 1, b.p, b.len);
+		if (sec_cipher_seal(c->tx, body, 1 + b.len, body) == 0) {
+			uv_buf_t buf = uv_buf_init((char *)frame,
+						   (unsigned)(PROTO_FRAME_HDR + 1 + b.len + PROTO_TAG));
+			uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+		}
+	}
+	proto_buf_release(&b);
+}
+
 void
 conn_close(struct conn *c, const char *reason)
 {
@@ -210,6 +238,8 @@ conn_close(struct conn *c, const char *reason)
 	} else {
 		log_debug("connection %s closed: %s", c->addr, reason);
 	}
+	if (c->state == CONN_ACTIVE && c->tx && reason)
+		conn_send_close(c, reason);
 	c->state = CONN_CLOSING;
 	pull_on_conn_closed(c->ag, c);
 	uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -426,7 +456,8 @@ conn_send_index_batch(struct conn *c, struct conn_folder *cf)
 		cf->sent_seq = b.last_seq;
 		return b.full;
 	}
-	rc = proto_encode_index_begin(&c->out, cf->initial ? PROTO_INDEX : PROTO_INDEX_UPDATE,
+	/* A full index goes as INDEX; catching up from a checkpoint and later changes as updates. */
+	rc = proto_encode_index_begin(&c->out, cf->full ? PROTO_INDEX : PROTO_INDEX_UPDATE,
 				      (const uint8_t *)cf->f->id, strlen(cf->f->id),
 				      cf->f->index_id, cf->initial && !b.full, b.n);
 	if (rc == 0)
@@ -438,7 +469,7 @@ conn_send_index_batch(struct conn *c, struct conn_folder *cf)
 	log_debug("sending %u index entries of %s to %s (seq %llu..%llu)", b.n, cf->f->id,
 		  c->dev->idstr, (unsigned long long)cf->sent_seq, (unsigned long long)b.last_seq);
 	if (!b.full)
-		cf->initial = 0;
+		cf->initial = cf->full = 0;
 	cf->sent_seq = b.last_seq;
 	conn_send_buf(c);
 	return 1;
@@ -592,14 +623,17 @@ conn_on_hello(struct conn *c, const struct proto_hello *h)
 		cf[n].pending = 1;
 		cf[n].initial = 1;
 		cf[n].sent_seq = 0;
+		cf[n].full = 1;
 		if (pf->peer_index_id == f->index_id) {
 			struct store_txn *txn;
 			struct store_checkpoint mine;
 			if (store_read_begin(ag->store, &txn) == 0) {
 				store_checkpoint_get(txn, f->num, STORE_LOCAL, &mine);
 				store_read_end(txn);
-				if (pf->peer_max_seq <= mine.max_seq)
+				if (pf->peer_max_seq <= mine.max_seq) {
 					cf[n].sent_seq = pf->peer_max_seq;
+					cf[n].full = 0;
+				}
 			}
 		}
 		n++;

@@ -749,8 +749,11 @@ status_offline(const char *home, struct json *j)
 	if (home_identity(home, &id, 0, NULL) == 0)
 		sec_devid_format(id.id, idstr);
 	sec_identity_release(&id);
-	if (config_load(&cfg, cpath, err, sizeof(err)) != 0)
+	int crc = config_load(&cfg, cpath, err, sizeof(err));
+	if (crc != 0) {
+		fprintf(stderr, "shoal: %s: %s\n", cpath, err[0] ? err : strerror(-crc));
 		memset(&cfg, 0, sizeof(cfg));
+	}
 	free(cpath);
 	if (store_open_readonly(&st, home) != 0)
 		st = NULL;
