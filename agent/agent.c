@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -697,6 +698,8 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 
 	if (!ag)
 		return 1;
+	/* A peer that vanishes mid-write is an error code, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	ag->lockfd = -1;
 	ag->no_mdns = no_mdns;
 	ag->rescan_interval_ms = DEFAULT_RESCAN_MS;

@@ -225,10 +225,16 @@ conn_close(struct conn *c, const char *reason)
 	if (c->state == CONN_CLOSING)
 		return;
 	if (d) {
-		if (d->conn == c) {
+		if (d->conn == c && !c->got_hello) {
+			log_warn("%s (%s) closed the connection before it was set up (%s): does it "
+				 "know this device, and share a folder with it?",
+				 d->name ? d->name : d->idstr, c->addr, reason);
+			d->conn = NULL; /* the next dial waits for the backoff set when dialling */
+		} else if (d->conn == c) {
 			log_info("disconnected from %s (%s): %s", d->name ? d->name : d->idstr, c->addr,
 				 reason);
 			d->conn = NULL;
+			d->backoff_ms = 0;
 			d->next_dial_ms = now_ms() + 500 + randombytes_uniform(1000);
 		} else {
 			log_debug("connection %s closed: %s", c->addr, reason);
