@@ -161,7 +161,7 @@ txn_folder_init(struct store_txn *txn, void *arg)
 	rc = store_checkpoint_get(txn, x->num, STORE_LOCAL, &cp);
 	if (rc != 0)
 		return rc;
-	x->fresh = cp.index_id == 0;
+	x->fresh = cp.max_seq == 0; /* nothing recorded yet: a marker may be created */
 	if (cp.index_id == 0) {
 		while (cp.index_id == 0)
 			randombytes_buf(&cp.index_id, sizeof(cp.index_id));
@@ -489,6 +489,15 @@ on_tick(uv_timer_t *t)
 		conn_tick(c, now);
 	}
 	dial_devices(ag, now);
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		/* A folder whose path was missing (an unmounted disk) is tried again. */
+		if (f->rootfd < 0 && !f->mark && now >= f->next_scan_ms + 10000) {
+			f->next_scan_ms = now;
+			folder_open_root(f);
+			if (f->rootfd >= 0)
+				folder_clear_error(f);
+		}
+	}
 	for (struct folder *f = ag->folders; f; f = f->next) {
 		if (f->rootfd >= 0 && now >= f->next_scan_ms + ag->rescan_interval_ms &&
 		    !f->scan_wanted) {

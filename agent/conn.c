@@ -648,6 +648,7 @@ conn_on_hello(struct conn *c, const struct proto_hello *h)
 	c->cf = cf;
 	c->ncf = n;
 	c->got_hello = 1;
+	d->backoff_ms = 0;
 	log_info("connected to %s (%s) at %s, %zu shared folder%s", d->name ? d->name : "?",
 		 d->idstr, c->addr, n, n == 1 ? "" : "s");
 	conn_pump(c);
@@ -969,7 +970,6 @@ conn_authenticated(struct conn *c)
 		}
 	}
 	d->conn = c;
-	d->backoff_ms = 0;
 	if (conn_send_hello(c) != 0)
 		conn_close(c, "cannot send hello");
 }

@@ -53,6 +53,18 @@ skip()
 
 pass()
 {
+	# Every agent must stop cleanly: exit 0 on SIGTERM within the grace time
+	# (in the ASan build a leak or sanitizer report makes this fail).
+	local n bad=""
+	for n in "${AGENT_NAMES[@]}"; do
+		if [ -n "${AGENT_PID[$n]:-}" ]; then
+			stop_agent "$n" || true
+			if [ "$STOP_RC" != 0 ] || [ "$STOP_KILLED" != 0 ]; then
+				bad="$bad $n(status $STOP_RC)"
+			fi
+		fi
+	done
+	[ -z "$bad" ] || fail "agents did not exit cleanly:$bad"
 	E2E_PASSED=1
 	e2e_cleanup_agents
 	printf 'PASS: %s\n' "$E2E_NAME"
@@ -72,8 +84,10 @@ e2e_begin()
 		[ "$(id -u)" -eq 0 ] || ns=(-r -n)  # unprivileged: map ourselves to root in a user ns
 		# A private PID namespace with --kill-child: if the test is killed
 		# (ctest timeout), the kernel kills every agent it started.
-		if unshare "${ns[@]}" -p -f --kill-child true 2>/dev/null; then
-			ns+=(-p -f --kill-child)
+		# --mount-proc gives the namespace its own /proc, so tools that read
+		# /proc/PID (LeakSanitizer in the ASan build) see the right processes.
+		if unshare "${ns[@]}" -p -f --mount-proc --kill-child true 2>/dev/null; then
+			ns+=(-p -f --mount-proc --kill-child)
 		fi
 		exec unshare "${ns[@]}" -- env SHOAL_NETNS=1 bash "$0" "$@"
 	fi
