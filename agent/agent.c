@@ -65,13 +65,20 @@ folder_clear_error(struct folder *f)
 	f->state = FOLDER_IDLE;
 }
 
-struct device *
-agent_device(struct agent *ag, const unsigned char id[32])
+static struct device *
+device_find(struct agent *ag, const unsigned char id[32])
 {
 	for (struct device *d = ag->devices; d; d = d->next)
 		if (memcmp(d->id, id, 32) == 0)
 			return d;
 	return NULL;
+}
+
+struct device *
+agent_device(struct agent *ag, const unsigned char id[32])
+{
+	struct device *d = device_find(ag, id);
+	return d && !d->mark ? d : NULL; /* a removed device is not known any more */
 }
 
 struct device *
@@ -235,7 +242,7 @@ shares_equal(const struct folder *f, const struct cfg_folder *cf)
 static void
 close_device_conns(struct agent *ag, const unsigned char id[32], const char *why)
 {
-	struct device *d = agent_device(ag, id);
+	struct device *d = device_find(ag, id);
 	if (!d)
 		return;
 	if (d->conn)
@@ -298,7 +305,7 @@ agent_apply_config(struct agent *ag)
 		struct device *d;
 		if (memcmp(cp->id, ag->ident.id, 32) == 0)
 			continue;
-		d = agent_device(ag, cp->id);
+		d = device_find(ag, cp->id);
 		if (!d) {
 			d = calloc(1, sizeof(*d));
 			if (!d)
@@ -550,7 +557,8 @@ on_kick(uv_timer_t *t)
 				f->state = FOLDER_SYNCING;
 			int rc = pull_start(f);
 			if (rc != 0) {
-				f->state = prev == FOLDER_ERROR ? FOLDER_ERROR : FOLDER_IDLE;
+				if (f->state == FOLDER_SYNCING)
+					f->state = prev == FOLDER_ERROR ? FOLDER_ERROR : FOLDER_IDLE;
 				if (rc < 0)
 					folder_set_error(f, "cannot plan the pull: %s",
 							 store_strerror(rc));

@@ -28,7 +28,8 @@
 #define PING_INTERVAL_MS 20000
 #define IDLE_TIMEOUT_MS 60000
 #define WQUEUE_HIGH (4u << 20)   /* stop producing index batches above this */
-#define SERVE_HIGH (16u << 20)   /* stop reading requests while serving this much */
+#define SERVE_HIGH (16u << 20)   /* bytes being read from disk for one peer at most */
+#define SERVE_WAIT_MAX 256       /* requests waiting for their turn before reading stops */
 #define INDEX_BATCH_FILES 1000
 #define INDEX_BATCH_BYTES (1u << 20)
 #define RESP_HDR_ROOM 32
@@ -70,6 +71,8 @@ struct conn {
 	struct conn_folder *cf;
 	size_t ncf;
 	size_t serving, serving_bytes;
+	struct serve_job *wait_head, *wait_tail; /* requests not started yet */
+	size_t nwait;
 	char addr[80];
 	uint64_t in_bytes, out_bytes;
 };
@@ -83,6 +86,8 @@ struct write_req {
 
 struct serve_job {
 	uv_work_t work;
+	struct serve_job *next; /* waiting list */
+	struct folder *f;
 	struct conn *c;
 	int rootfd;
 	char *name;
@@ -161,6 +166,19 @@ conn_new(struct agent *ag, int initiator)
 }
 
 static void
+serve_drop_waiting(struct conn *c)
+{
+	while (c->wait_head) {
+		struct serve_job *j = c->wait_head;
+		c->wait_head = j->next;
+		free(j->name);
+		free(j);
+	}
+	c->wait_tail = NULL;
+	c->nwait = 0;
+}
+
+static void
 conn_free_if_done(struct conn *c)
 {
 	if (c->handle_open || c->serving > 0)
@@ -170,6 +188,7 @@ conn_free_if_done(struct conn *c)
 		pp = &(*pp)->next;
 	if (*pp)
 		*pp = c->next;
+	serve_drop_waiting(c);
 	sec_handshake_free(c->hs);
 	sec_cipher_free(c->tx);
 	sec_cipher_free(c->rx);
@@ -247,6 +266,7 @@ conn_close(struct conn *c, const char *reason)
 	if (c->state == CONN_ACTIVE && c->tx && reason)
 		conn_send_close(c, reason);
 	c->state = CONN_CLOSING;
+	serve_drop_waiting(c);
 	pull_on_conn_closed(c->ag, c);
 	uv_close((uv_handle_t *)&c->tcp, on_close);
 }
@@ -802,6 +822,8 @@ serve_work(uv_work_t *w)
 	j->code = (size_t)got == j->size ? PROTO_R_OK : PROTO_R_NOTFOUND;
 }
 
+static void serve_pump(struct conn *c);
+
 static void
 serve_done(uv_work_t *w, int status)
 {
@@ -821,14 +843,17 @@ serve_done(uv_work_t *w, int status)
 			conn_send_msg(c, start, hb.len + len);
 		}
 		proto_buf_release(&hb);
-		conn_update_reading(c);
 	}
 	close(j->rootfd);
 	free(j->name);
 	free(j->buf);
 	free(j);
-	if (c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSING) {
 		conn_free_if_done(c);
+		return;
+	}
+	serve_pump(c);
+	conn_update_reading(c);
 }
 
 static void
@@ -836,6 +861,44 @@ conn_respond(struct conn *c, uint32_t id, uint32_t code)
 {
 	if (proto_encode_response_header(&c->out, id, code, 0) == 0)
 		conn_send_buf(c);
+}
+
+/*
+ * Starts waiting requests while less than SERVE_HIGH bytes are being read:
+ * the buffer for a block is allocated only when its read starts, so a peer
+ * that sends a flood of requests costs a small record each, and reading from
+ * it stops once SERVE_WAIT_MAX records wait.
+ */
+static void
+serve_pump(struct conn *c)
+{
+	while (c->wait_head && c->state == CONN_ACTIVE && c->serving_bytes < SERVE_HIGH) {
+		struct serve_job *j = c->wait_head;
+		c->wait_head = j->next;
+		if (!c->wait_head)
+			c->wait_tail = NULL;
+		c->nwait--;
+		if (j->f->rootfd < 0 || !(j->buf = malloc(RESP_HDR_ROOM + j->size)) ||
+		    (j->rootfd = fcntl(j->f->rootfd, F_DUPFD_CLOEXEC, 3)) < 0) {
+			conn_respond(c, j->id, PROTO_R_ERROR);
+			free(j->buf);
+			free(j->name);
+			free(j);
+			continue;
+		}
+		j->work.data = j;
+		c->serving++;
+		c->serving_bytes += j->size;
+		if (uv_queue_work(c->ag->loop, &j->work, serve_work, serve_done) != 0) {
+			c->serving--;
+			c->serving_bytes -= j->size;
+			conn_respond(c, j->id, PROTO_R_ERROR);
+			close(j->rootfd);
+			free(j->buf);
+			free(j->name);
+			free(j);
+		}
+	}
 }
 
 static void
@@ -854,34 +917,24 @@ conn_on_request(struct conn *c, const struct proto_request *r)
 		return;
 	}
 	j = calloc(1, sizeof(*j));
-	if (!j || !(j->buf = malloc(RESP_HDR_ROOM + r->size)) ||
-	    !(j->name = strndup((const char *)r->name.p, r->name.len)) ||
-	    (j->rootfd = fcntl(f->rootfd, F_DUPFD_CLOEXEC, 3)) < 0) {
-		if (j) {
-			free(j->buf);
-			free(j->name);
-		}
+	if (!j || !(j->name = strndup((const char *)r->name.p, r->name.len))) {
 		free(j);
 		conn_respond(c, r->id, PROTO_R_ERROR);
 		return;
 	}
 	j->c = c;
+	j->f = f;
 	j->id = r->id;
 	j->offset = r->offset;
 	j->size = r->size;
-	j->work.data = j;
-	c->serving++;
-	c->serving_bytes += r->size;
-	if (uv_queue_work(c->ag->loop, &j->work, serve_work, serve_done) != 0) {
-		c->serving--;
-		c->serving_bytes -= r->size;
-		close(j->rootfd);
-		free(j->buf);
-		free(j->name);
-		free(j);
-		conn_respond(c, r->id, PROTO_R_ERROR);
-		return;
-	}
+	j->rootfd = -1;
+	if (c->wait_tail)
+		c->wait_tail->next = j;
+	else
+		c->wait_head = j;
+	c->wait_tail = j;
+	c->nwait++;
+	serve_pump(c);
 	conn_update_reading(c);
 }
 
@@ -1147,7 +1200,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void
 conn_update_reading(struct conn *c)
 {
-	int want = c->state != CONN_CLOSING && c->serving_bytes < SERVE_HIGH &&
+	int want = c->state != CONN_CLOSING && c->nwait < SERVE_WAIT_MAX &&
 		   c->wqueued < 4 * WQUEUE_HIGH;
 	if (want && !c->reading) {
 		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
@@ -1218,7 +1271,7 @@ conn_accept(struct agent *ag, uv_stream_t *server)
 		return;
 	}
 	peer_name(c);
-	if (pending > 64) {
+	if (pending >= 64) {
 		log_warn("too many connections in handshake; refusing %s", c->addr);
 		conn_close(c, "too many unauthenticated connections");
 		return;

@@ -3,8 +3,9 @@
  *
  * A client connects, writes one command line and reads the answer until the
  * agent closes the connection. Commands: "status" (one JSON object),
- * "reload" (re-read the configuration now). The socket is 0600 in a 0700
- * directory: only the agent's own user reaches it.
+ * "reload" (re-read the configuration now). The socket is created under
+ * umask 077 (srwx------) in the 0700 state directory: only the agent's own
+ * user reaches it.
  */
 #include <errno.h>
 #include <stdlib.h>

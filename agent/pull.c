@@ -390,6 +390,8 @@ pull_record(struct puller *p, const struct store_file *rf, const struct stat *st
 	r = &p->batch[p->nbatch];
 	*r = *rf;
 	r->flags &= ~STORE_FLAG_LOCALCHANGE;
+	r->mode &= 0777; /* what was applied: setuid, setgid and sticky bits never are */
+	r->owned = NULL;
 	r->name = strndup(rf->name, rf->name_len);
 	r->target = rf->target_len ? strndup(rf->target, rf->target_len) : NULL;
 	r->version = malloc((rf->nversion ? rf->nversion : 1) * sizeof(*r->version));
@@ -799,7 +801,9 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return 0;
 	}
 	fs_temp_name(pf->name, pf->tmp);
-	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	/* A stale temporary file of an earlier attempt goes; the new one must be ours. */
+	unlinkat(pf->dirfd, pf->tmp, 0);
+	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (pf->fd < 0) {
 		pf_fail(pf, strerror(errno));
 		if (errno == ENOSPC) {
@@ -833,7 +837,7 @@ finish_work(uv_work_t *w)
 		ts[0].tv_sec = pf->rf.mtime_s;
 		ts[0].tv_nsec = pf->rf.mtime_ns;
 		ts[1] = ts[0];
-		if (fchmod(pf->fd, pf->rf.mode & 07777) != 0 || futimens(pf->fd, ts) != 0 ||
+		if (fchmod(pf->fd, pf->rf.mode & 0777) != 0 || futimens(pf->fd, ts) != 0 ||
 		    fdatasync(pf->fd) != 0) {
 			pf->failed = errno ? errno : EIO;
 			continue;
@@ -1022,15 +1026,16 @@ do_dirmeta(struct puller *p, struct need_item *it)
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
-	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
+	(void)base;
+	/* Through a descriptor of the directory itself: a link put in its place is not followed. */
+	dfd = fs_open_beneath(p->f->rootfd, it->name, O_RDONLY | O_DIRECTORY, 0);
 	if (dfd >= 0) {
 		struct timespec ts[2];
 		ts[0].tv_sec = rf.mtime_s;
 		ts[0].tv_nsec = rf.mtime_ns;
 		ts[1] = ts[0];
-		if (fchmodat(dfd, base, rf.mode & 07777, 0) == 0 &&
-		    utimensat(dfd, base, ts, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+		if (fchmod(dfd, rf.mode & 0777) == 0 && futimens(dfd, ts) == 0 &&
+		    fstat(dfd, &st) == 0 && S_ISDIR(st.st_mode)) {
 			pull_record(p, &rf, &st, 0);
 			p->done_files++;
 		} else {
@@ -1257,6 +1262,13 @@ pull_start(struct folder *f)
 	struct puller *p;
 	int rc;
 
+	struct stat mst;
+	if (fstatat(f->rootfd, ".shoal-folder", &mst, AT_SYMLINK_NOFOLLOW) != 0) {
+		folder_set_error(f, "the folder marker %s/.shoal-folder is missing: is the disk "
+				    "mounted? Not pulling into it",
+				 f->path);
+		return 1;
+	}
 	for (struct device *d = ag->devices; d && ndevs < 64; d = d->next)
 		if (folder_shared_with(f, d))
 			devs[ndevs++] = d->num;

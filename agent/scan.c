@@ -147,7 +147,7 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 			free(e.name);
 			continue;
 		}
-		e.mode = st.st_mode & 07777;
+		e.mode = st.st_mode & 0777; /* permission bits only: never setuid, setgid, sticky */
 		e.ino = st.st_ino;
 		e.mtime_s = st.st_mtim.tv_sec;
 		e.mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
