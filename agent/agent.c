@@ -600,6 +600,8 @@ agent_listen(struct agent *ag, const char *addr)
 	if (port < 0 || port > 65535)
 		return -EINVAL;
 	if (addr[0] == '[') {
+		if (colon - addr < 3 || colon[-1] != ']')
+			return -EINVAL;
 		size_t n = (size_t)(colon - addr) - 2;
 		memcpy(host, addr + 1, n);
 		host[n] = '\0';
@@ -643,13 +645,14 @@ agent_stop(struct agent *ag, const char *why)
 		return;
 	ag->stopping = 1;
 	log_info("stopping: %s", why);
-	for (struct folder *f = ag->folders; f; f = f->next) {
-		scan_abort(f);
-		pull_abort(f);
-	}
+	/* Connections first: their outstanding requests fail, then the pullers wind down. */
 	for (struct conn *c = ag->conns, *nx; c; c = nx) {
 		nx = conn_next(c);
 		conn_close(c, "shutting down");
+	}
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		scan_abort(f);
+		pull_abort(f);
 	}
 	uv_timer_stop(&ag->tick);
 	uv_timer_stop(&ag->kick);

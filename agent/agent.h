@@ -28,6 +28,7 @@
 #include "store/store.h"
 
 struct conn;
+struct ctl_client;
 struct scanner;
 struct puller;
 
@@ -97,6 +98,7 @@ struct agent {
 	char listen_addr[80];
 	uv_pipe_t control;
 	int control_open;
+	struct ctl_client *ctl_clients; /* open control connections (control.c) */
 	uv_timer_t tick;
 	uv_timer_t kick;        /* runs folder work soon after something changed */
 	uv_signal_t sig_term, sig_int, sig_hup;

@@ -783,8 +783,10 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		return;
 	}
 	if (rc != 0) {
+		/* Closing makes the peer send these entries again from our last checkpoint. */
 		folder_set_error(f, "cannot record %s's index: %s", c->dev->idstr,
 				 store_strerror(rc));
+		conn_close(c, "cannot record the index");
 		return;
 	}
 	log_debug("stored %zu index entries of %s from %s", ix->nfiles, f->id, c->dev->idstr);
@@ -1013,8 +1015,11 @@ conn_authenticated(struct conn *c)
 		struct conn *old = d->conn;
 		const unsigned char *ini_new = c->initiator ? c->ag->ident.id : d->id;
 		const unsigned char *ini_old = old->initiator ? c->ag->ident.id : d->id;
-		if (memcmp(ini_new, ini_old, 32) < 0 ||
-		    (memcmp(ini_new, ini_old, 32) == 0 && !old->got_hello)) {
+		/*
+		 * Same initiator: the peer redialled (it restarted, or the old
+		 * connection is half-open): the new one wins.
+		 */
+		if (memcmp(ini_new, ini_old, 32) <= 0) {
 			d->conn = NULL;
 			conn_close(old, "replaced by a newer connection");
 		} else {

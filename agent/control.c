@@ -21,7 +21,9 @@
 
 struct ctl_client {
 	uv_pipe_t pipe;
+	struct ctl_client *next;
 	struct agent *ag;
+	int closing;
 	char line[CTL_LINE_MAX];
 	size_t len;
 	int done;
@@ -36,7 +38,22 @@ struct ctl_write {
 static void
 on_client_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct ctl_client *cl = h->data;
+	struct ctl_client **pp = &cl->ag->ctl_clients;
+	while (*pp && *pp != cl)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = cl->next;
+	free(cl);
+}
+
+static void
+ctl_client_close(struct ctl_client *cl)
+{
+	if (cl->closing)
+		return;
+	cl->closing = 1;
+	uv_close((uv_handle_t *)&cl->pipe, on_client_closed);
 }
 
 static void
@@ -44,7 +61,7 @@ on_reply_written(uv_write_t *req, int status)
 {
 	struct ctl_write *w = (struct ctl_write *)req;
 	(void)status;
-	uv_close((uv_handle_t *)&w->cl->pipe, on_client_closed);
+	ctl_client_close(w->cl);
 	free(w->text);
 	free(w);
 }
@@ -57,7 +74,7 @@ ctl_reply(struct ctl_client *cl, const char *text)
 
 	if (!w || !(w->text = malloc(n + 1))) {
 		free(w);
-		uv_close((uv_handle_t *)&cl->pipe, on_client_closed);
+		ctl_client_close(cl);
 		return;
 	}
 	memcpy(w->text, text, n);
@@ -67,7 +84,7 @@ ctl_reply(struct ctl_client *cl, const char *text)
 	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, on_reply_written) != 0) {
 		free(w->text);
 		free(w);
-		uv_close((uv_handle_t *)&cl->pipe, on_client_closed);
+		ctl_client_close(cl);
 	}
 }
 
@@ -203,7 +220,7 @@ on_ctl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (cl->done)
 		return;
 	if (nread < 0) {
-		uv_close((uv_handle_t *)&cl->pipe, on_client_closed);
+		ctl_client_close(cl);
 		return;
 	}
 	cl->len += (size_t)nread;
@@ -234,9 +251,11 @@ on_ctl_connection(uv_stream_t *server, int status)
 	cl->ag = ag;
 	uv_pipe_init(ag->loop, &cl->pipe, 0);
 	cl->pipe.data = cl;
+	cl->next = ag->ctl_clients;
+	ag->ctl_clients = cl;
 	if (uv_accept(server, (uv_stream_t *)&cl->pipe) != 0 ||
 	    uv_read_start((uv_stream_t *)&cl->pipe, on_ctl_alloc, on_ctl_read) != 0)
-		uv_close((uv_handle_t *)&cl->pipe, on_client_closed);
+		ctl_client_close(cl);
 }
 
 int
@@ -266,6 +285,9 @@ on_control_closed(uv_handle_t *h)
 void
 control_close(struct agent *ag)
 {
+	/* A client that connected and went quiet must not keep the agent alive. */
+	for (struct ctl_client *cl = ag->ctl_clients; cl; cl = cl->next)
+		ctl_client_close(cl);
 	if (ag->control_open) {
 		uv_close((uv_handle_t *)&ag->control, on_control_closed);
 		ag->control_open = 0;

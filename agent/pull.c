@@ -36,6 +36,20 @@
 #define PULL_RETRY_MS 5000
 
 
+/*
+ * What the local index recorded for a path when the pull was planned. Before
+ * a pulled version replaces or deletes what is on disk, the disk must still
+ * match it: a change made since the last scan is never overwritten; the item
+ * waits for the scan that records it.
+ */
+struct disk_state {
+	int have;            /* a live local entry exists */
+	uint32_t type;
+	uint64_t size, ino;
+	int64_t mtime_s;
+	uint32_t mtime_ns;
+};
+
 struct need_item {
 	char *name;
 	size_t name_len;
@@ -46,12 +60,14 @@ struct need_item {
 	uint64_t local_size;
 	struct store_counter *version;
 	size_t nversion;
+	struct disk_state local; /* what the local index says is on disk */
 };
 
 struct pull_file;
 
 struct block_req {
 	struct block_req *next; /* hash chain */
+	uint64_t sent_ms;
 	uint32_t id;
 	struct pull_file *pf;
 	size_t index;
@@ -70,6 +86,8 @@ struct pull_file {
 	uint64_t *offsets;
 	size_t next_block, done_blocks, pending; /* pending: requests and jobs in flight */
 	int failed;
+	int changed; /* the target changed on disk since the last scan */
+	struct disk_state expect;
 	struct stat st;
 };
 
@@ -108,13 +126,15 @@ struct puller {
 	size_t nfinished, capfinished;
 	int finishing;
 	struct store_file *batch;
-	size_t nbatch;
+	size_t nbatch, capbatch;
+	uint64_t last_expire_ms;
 	size_t failures, done_files;
 	uint64_t bytes_net, bytes_local;
 	uint64_t started_ms;
 	int aborted;
 	int stopping;
 	int in_advance, again;
+	size_t deferred; /* items skipped because disk or index moved on: rescan, then pull */
 	char **touched; /* parent directories whose mtime our writes disturbed */
 	size_t ntouched, captouched;
 };
@@ -147,6 +167,7 @@ plan_one(const struct store_file *r, void *arg)
 	struct store_file l;
 	int have, local_live = 0;
 	uint64_t local_size = 0;
+	struct disk_state ds;
 	int rc;
 
 	if (r->flags & STORE_FLAG_INVALID)
@@ -155,6 +176,15 @@ plan_one(const struct store_file *r, void *arg)
 	if (rc != 0 && rc != STORE_ENOTFOUND)
 		return rc;
 	have = rc == 0;
+	memset(&ds, 0, sizeof(ds));
+	if (have && !(l.flags & STORE_FLAG_DELETED)) {
+		ds.have = 1;
+		ds.type = l.type;
+		ds.size = l.size;
+		ds.ino = l.inode;
+		ds.mtime_s = l.mtime_s;
+		ds.mtime_ns = l.mtime_ns;
+	}
 	if (have) {
 		enum vv_order o = vv_compare(r->version, r->nversion, l.version, l.nversion);
 		local_live = !(l.flags & STORE_FLAG_DELETED);
@@ -202,6 +232,7 @@ plan_one(const struct store_file *r, void *arg)
 		it->size = r->size;
 		it->local_live = local_live;
 		it->local_size = local_size;
+		it->local = ds;
 		x->n++;
 	}
 	x->need.files++;
@@ -367,12 +398,13 @@ pull_flush(struct puller *p)
 	if (p->nbatch == 0)
 		return 0;
 	rc = store_write(p->f->ag->store, txn_record, p);
-	batch_clear(p);
 	if (rc != 0) {
+		/* Keep the records: the files are on disk. Stop pulling and try again at the end. */
 		folder_set_error(p->f, "cannot record pulled files: %s", store_strerror(rc));
-		p->failures++;
+		p->stopping = 1;
 		return rc;
 	}
+	batch_clear(p);
 	agent_local_index_changed(p->f->ag, p->f);
 	return 0;
 }
@@ -383,10 +415,15 @@ pull_record(struct puller *p, const struct store_file *rf, const struct stat *st
 {
 	struct store_file *r;
 
-	if (p->nbatch == PULL_RECORD_BATCH && pull_flush(p) != 0)
-		return -EIO;
-	if (!p->batch && !(p->batch = calloc(PULL_RECORD_BATCH, sizeof(*p->batch))))
-		return -ENOMEM;
+	/* Never flushes: callers may hold a read transaction. pull_advance() flushes. */
+	if (p->nbatch == p->capbatch) {
+		size_t cap = p->capbatch ? 2 * p->capbatch : 256;
+		struct store_file *nb = realloc(p->batch, cap * sizeof(*nb));
+		if (!nb)
+			return -ENOMEM;
+		p->batch = nb;
+		p->capbatch = cap;
+	}
 	r = &p->batch[p->nbatch];
 	*r = *rf;
 	r->flags &= ~STORE_FLAG_LOCALCHANGE;
@@ -437,6 +474,48 @@ fetch_remote(struct puller *p, const struct need_item *it, int with_blocks, stru
 	if (rc != 0)
 		store_read_end(*txn);
 	return rc;
+}
+
+/*
+ * Returns 1 when base in dirfd still is what the local index recorded (or is
+ * absent when nothing was recorded). A directory where one is expected
+ * matches whatever its times; it is merged into, not replaced.
+ */
+static int
+disk_matches(int dirfd, const char *base, const struct disk_state *d, int want_dir)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return errno == ENOENT; /* gone: a local delete loses to the pulled version */
+	if (want_dir && S_ISDIR(st.st_mode))
+		return 1;
+	if (!d->have)
+		return 0; /* something new that no scan has recorded yet */
+	if (S_ISDIR(st.st_mode))
+		return d->type == STORE_DIR;
+	if (S_ISLNK(st.st_mode))
+		return d->type == STORE_SYMLINK;
+	return S_ISREG(st.st_mode) && d->type == STORE_FILE && (uint64_t)st.st_size == d->size &&
+	       st.st_mtim.tv_sec == d->mtime_s && (uint32_t)st.st_mtim.tv_nsec == d->mtime_ns &&
+	       (d->ino == 0 || (uint64_t)st.st_ino == d->ino);
+}
+
+/* The peer's entry may have changed since the plan: act only on the planned version. */
+static int
+item_current(const struct need_item *it, const struct store_file *rf)
+{
+	int deleted = !!(rf->flags & STORE_FLAG_DELETED);
+	return deleted == !!(it->flags & STORE_FLAG_DELETED) && rf->type == it->type &&
+	       vv_compare(rf->version, rf->nversion, it->version, it->nversion) == VV_EQUAL;
+}
+
+/* The item could not be applied as planned: look again after a scan. */
+static void
+item_defer(struct puller *p, const struct need_item *it, const char *why)
+{
+	log_info("%s: %s: %s; trying again after a rescan", p->f->id, it->name, why);
+	p->deferred++;
 }
 
 /* ---- request table ---- */
@@ -679,6 +758,7 @@ pf_request(struct pull_file *pf, size_t index)
 	if (!r)
 		return -ENOMEM;
 	r->id = ++ag->next_req_id;
+	r->sent_ms = now_ms();
 	r->pf = pf;
 	r->index = index;
 	r->conn = d->conn;
@@ -775,11 +855,17 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	pf->name = it->name;
 	it->name = NULL;
 	rc = store_file_get(txn, p->f->num, it->dev, pf->name, it->name_len, 1, &pf->rf);
-	if (rc != 0) {
-		free(pf->name);
+	if (rc != 0 || !item_current(it, &pf->rf)) {
+		if (rc == 0)
+			store_file_release(&pf->rf);
+		it->name = pf->name;
+		pf->name = NULL;
+		if (rc == 0 || rc == STORE_ENOTFOUND)
+			item_defer(p, it, "the peer's entry changed meanwhile");
 		free(pf);
-		return rc == STORE_ENOTFOUND ? 0 : rc; /* superseded meanwhile */
+		return rc == STORE_ENOTFOUND ? 0 : rc;
 	}
+	pf->expect = it->local;
 	pf->offsets = malloc((pf->rf.nblocks ? pf->rf.nblocks : 1) * sizeof(*pf->offsets));
 	if (!pf->offsets) {
 		pf->failed = 1;
@@ -842,9 +928,18 @@ finish_work(uv_work_t *w)
 			pf->failed = errno ? errno : EIO;
 			continue;
 		}
-		if (renameat(pf->dirfd, pf->tmp, pf->dirfd, pf->base) != 0) {
-			pf->failed = errno;
+		if (!disk_matches(pf->dirfd, pf->base, &pf->expect, 0)) {
+			pf->changed = 1;
 			continue;
+		}
+		if (renameat(pf->dirfd, pf->tmp, pf->dirfd, pf->base) != 0) {
+			/* A directory the cluster replaced by this file goes once it is empty. */
+			if (!((errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) &&
+			      unlinkat(pf->dirfd, pf->base, AT_REMOVEDIR) == 0 &&
+			      renameat(pf->dirfd, pf->tmp, pf->dirfd, pf->base) == 0)) {
+				pf->failed = errno;
+				continue;
+			}
 		}
 		if (fstat(pf->fd, &pf->st) != 0)
 			pf->failed = errno;
@@ -852,7 +947,7 @@ finish_work(uv_work_t *w)
 	/* One fsync per directory makes the renames durable. */
 	for (size_t i = 0; i < j->n; i++) {
 		struct pull_file *pf = j->files[i];
-		if (pf->failed)
+		if (pf->failed || pf->changed)
 			continue;
 		struct stat ds;
 		if (fstat(pf->dirfd, &ds) == 0 && (int)ds.st_ino != lastdir) {
@@ -872,7 +967,12 @@ finish_done(uv_work_t *w, int status)
 	p->jobs--;
 	for (size_t i = 0; i < j->n; i++) {
 		struct pull_file *pf = j->files[i];
-		if (status != 0 || pf->failed) {
+		if (pf->changed) {
+			log_info("%s: %s changed on disk since the last scan; not replacing it, "
+				 "rescanning first", p->f->id, pf->name);
+			p->deferred++;
+			pf->failed = 1; /* removes the temporary file */
+		} else if (status != 0 || pf->failed) {
 			log_warn("%s: cannot finish %s: %s", p->f->id, pf->name,
 				 strerror(pf->failed > 0 ? pf->failed : EIO));
 			if (pf->failed == ENOSPC) {
@@ -990,24 +1090,32 @@ do_dir(struct puller *p, struct need_item *it)
 	struct store_file rf;
 	struct store_txn *txn;
 	const char *base;
-	struct stat st;
 	int dfd;
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
+	if (!item_current(it, &rf)) {
+		item_defer(p, it, "the peer's entry changed meanwhile");
+		goto out;
+	}
 	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
 	if (dfd < 0) {
 		log_warn("%s: cannot create directory %s: %s", p->f->id, it->name, strerror(-dfd));
 		p->failures++;
 		goto out;
 	}
-	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
-		/* A file or link where the cluster now has a directory. */
-		unlinkat(dfd, base, 0);
-	}
-	if (mkdirat(dfd, base, 0700) != 0 && errno != EEXIST) {
-		log_warn("%s: cannot create directory %s: %s", p->f->id, it->name, strerror(errno));
-		p->failures++;
+	if (!disk_matches(dfd, base, &it->local, 1)) {
+		item_defer(p, it, "something else is in the way on disk");
+	} else {
+		struct stat st;
+		/* A file or link the cluster replaced by a directory goes first. */
+		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+			unlinkat(dfd, base, 0);
+		if (mkdirat(dfd, base, 0700) != 0 && errno != EEXIST) {
+			log_warn("%s: cannot create directory %s: %s", p->f->id, it->name,
+				 strerror(errno));
+			p->failures++;
+		}
 	}
 	close(dfd);
 out:
@@ -1020,13 +1128,13 @@ do_dirmeta(struct puller *p, struct need_item *it)
 {
 	struct store_file rf;
 	struct store_txn *txn;
-	const char *base;
 	struct stat st;
 	int dfd;
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
-	(void)base;
+	if (!item_current(it, &rf))
+		goto out; /* deferred already when the directory was created */
 	/* Through a descriptor of the directory itself: a link put in its place is not followed. */
 	dfd = fs_open_beneath(p->f->rootfd, it->name, O_RDONLY | O_DIRECTORY, 0);
 	if (dfd >= 0) {
@@ -1042,9 +1150,10 @@ do_dirmeta(struct puller *p, struct need_item *it)
 			p->failures++;
 		}
 		close(dfd);
-	} else {
+	} else if (dfd != -ENOENT) {
 		p->failures++;
 	}
+out:
 	store_file_release(&rf);
 	store_read_end(txn);
 }
@@ -1058,14 +1167,22 @@ do_link(struct puller *p, struct need_item *it)
 	char tmp[64];
 	char target[PROTO_PATH_MAX + 1];
 	struct stat st;
-	int dfd;
+	int dfd = -1;
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
+	if (!item_current(it, &rf)) {
+		item_defer(p, it, "the peer's entry changed meanwhile");
+		goto out;
+	}
 	touch_parent(p, it->name, it->name_len);
 	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
 	if (dfd < 0 || rf.target_len == 0 || rf.target_len > PROTO_PATH_MAX) {
 		p->failures++;
+		goto out;
+	}
+	if (!disk_matches(dfd, base, &it->local, 0)) {
+		item_defer(p, it, "it changed on disk since the last scan");
 		goto out;
 	}
 	memcpy(target, rf.target, rf.target_len);
@@ -1085,7 +1202,7 @@ do_link(struct puller *p, struct need_item *it)
 	utimensat(dfd, base, ts, AT_SYMLINK_NOFOLLOW);
 	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		/* The scanner compares the link's own mode bits. */
-		rf.mode = st.st_mode & 07777;
+		rf.mode = st.st_mode & 0777;
 		pull_record(p, &rf, &st, 0);
 		p->done_files++;
 	}
@@ -1107,13 +1224,26 @@ do_delete(struct puller *p, struct need_item *it)
 
 	if (fetch_remote(p, it, 0, &rf, &txn) != 0)
 		return;
+	if (!item_current(it, &rf)) {
+		item_defer(p, it, "the peer's entry changed meanwhile");
+		goto out;
+	}
 	touch_parent(p, it->name, it->name_len);
 	dfd = fs_open_parent(p->f->rootfd, it->name, &base);
 	if (dfd >= 0) {
-		int r = 0;
-		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			r = unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
-		if (r == 0 || errno == ENOENT) {
+		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+			if (errno == ENOENT) {
+				pull_record(p, &rf, NULL, 0);
+				p->done_files++;
+			} else {
+				log_warn("%s: cannot delete %s: %s", p->f->id, it->name,
+					 strerror(errno));
+				p->failures++;
+			}
+		} else if (!disk_matches(dfd, base, &it->local, 0)) {
+			/* An edit racing a delete wins: it is scanned and sent instead. */
+			item_defer(p, it, "it changed on disk since the last scan; keeping it");
+		} else if (unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0) {
 			pull_record(p, &rf, NULL, 0);
 			p->done_files++;
 		} else {
@@ -1123,7 +1253,10 @@ do_delete(struct puller *p, struct need_item *it)
 		close(dfd);
 	} else if (dfd == -ENOENT) {
 		pull_record(p, &rf, NULL, 0);
+	} else {
+		p->failures++;
 	}
+out:
 	store_file_release(&rf);
 	store_read_end(txn);
 }
@@ -1135,7 +1268,16 @@ pull_end(struct puller *p)
 {
 	struct folder *f = p->f;
 
-	pull_flush(p);
+	if (pull_flush(p) != 0 && p->nbatch) {
+		log_error("%s: %zu pulled items are on disk but could not be recorded; the next "
+			  "scan records them", f->id, p->nbatch);
+		batch_clear(p);
+	}
+	if (p->deferred && !p->aborted) {
+		/* Something changed under us: scan, then plan again. */
+		f->scan_wanted = 1;
+		f->pull_wanted = 1;
+	}
 	if (!p->aborted)
 		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally, %zu "
 			 "failed, %.2f s",
@@ -1195,7 +1337,11 @@ again:
 	for (;;) {
 		if (p->phase == PH_DIRS) {
 			while (p->next < p->nitems && item_phase(&p->items[p->next]) == 0)
+			{
 				do_dir(p, &p->items[p->next++]);
+				if (p->nbatch >= PULL_RECORD_BATCH)
+					pull_flush(p);
+			}
 			p->phase = PH_FILES;
 		}
 		if (p->phase == PH_FILES) {
@@ -1221,12 +1367,20 @@ again:
 		}
 		if (p->phase == PH_LINKS) {
 			while (p->next < p->nitems && item_phase(&p->items[p->next]) == 2)
+			{
 				do_link(p, &p->items[p->next++]);
+				if (p->nbatch >= PULL_RECORD_BATCH)
+					pull_flush(p);
+			}
 			p->phase = PH_DELETES;
 		}
 		if (p->phase == PH_DELETES) {
 			while (p->next < p->nitems)
+			{
 				do_delete(p, &p->items[p->next++]);
+				if (p->nbatch >= PULL_RECORD_BATCH)
+					pull_flush(p);
+			}
 			p->phase = PH_DIRMETA;
 		}
 		if (p->phase == PH_DIRMETA) {
@@ -1368,9 +1522,40 @@ pull_on_conn_closed(struct agent *ag, struct conn *c)
 	agent_kick(ag);
 }
 
+#define REQ_TIMEOUT_MS 60000
+
+/* Fails requests a peer has left unanswered for a minute (it may keep pinging). */
+static void
+req_expire(struct puller *p, uint64_t now)
+{
+	for (size_t b = 0; b < REQTAB; b++) {
+		struct block_req **pp = &reqtab[b];
+		while (*pp) {
+			struct block_req *r = *pp;
+			if (r->pf->p != p || now - r->sent_ms < REQ_TIMEOUT_MS) {
+				pp = &r->next;
+				continue;
+			}
+			*pp = r->next;
+			r->pf->pending--;
+			p->inflight_bytes -= r->pf->rf.blocks[r->index].size;
+			pf_fail(r->pf, "the peer did not answer a block request within a minute");
+			free(r);
+		}
+	}
+}
+
 void
 pull_poke(struct folder *f)
 {
-	if (f->pull)
-		pull_advance(f->pull);
+	struct puller *p = f->pull;
+	uint64_t now = now_ms();
+
+	if (!p)
+		return;
+	if (now - p->last_expire_ms >= 1000) {
+		p->last_expire_ms = now;
+		req_expire(p, now);
+	}
+	pull_advance(p);
 }

@@ -64,6 +64,8 @@ struct scanner {
 	int rootfd;
 	int walk_err;
 	size_t skipped;
+	char **unsure; /* paths the walk could not read: nothing at or under them is deleted */
+	size_t nunsure;
 	struct scan_entry *ents;
 	size_t nents, cap;
 	size_t *todo; /* indexes of entries to hash */
@@ -93,6 +95,28 @@ ents_push(struct scanner *s, struct scan_entry *e)
 		s->cap = cap;
 	}
 	s->ents[s->nents++] = *e;
+	return 0;
+}
+
+static void
+unsure_add(struct scanner *s, const char *path)
+{
+	char **n = realloc(s->unsure, (s->nunsure + 1) * sizeof(*n));
+	if (!n)
+		return;
+	s->unsure = n;
+	if ((n[s->nunsure] = strdup(path)))
+		s->nunsure++;
+}
+
+static int
+unsure_covers(const struct scanner *s, const char *name, size_t len)
+{
+	for (size_t i = 0; i < s->nunsure; i++) {
+		size_t ul = strlen(s->unsure[i]);
+		if (len >= ul && memcmp(name, s->unsure[i], ul) == 0 && (len == ul || name[ul] == '/'))
+			return 1;
+	}
 	return 0;
 }
 
@@ -141,9 +165,14 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 		} else {
 			memcpy(e.name, n, nlen + 1);
 		}
-		if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0 ||
-		    fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0) {
 			s->skipped++;
+			free(e.name);
+			continue;
+		}
+		if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+			s->skipped++;
+			unsure_add(s, e.name);
 			free(e.name);
 			continue;
 		}
@@ -163,6 +192,7 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 			ssize_t l = readlinkat(dirfd(d), n, buf, sizeof(buf) - 1);
 			if (l <= 0) {
 				s->skipped++;
+				unsure_add(s, e.name);
 				free(e.name);
 				continue;
 			}
@@ -190,10 +220,15 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 				break;
 			}
 			rc = walk_dir(s, sub, depth + 1);
+			if (rc != 0 && rc != -ENOMEM) {
+				/* Unreadable: skipped, and nothing under it counts as deleted. */
+				s->skipped++;
+				unsure_add(s, sub);
+				rc = 0;
+			}
 			free(sub);
 			if (rc == -ENOMEM)
 				break;
-			rc = 0; /* an unreadable subdirectory is skipped, not fatal */
 		}
 	}
 	closedir(d);
@@ -314,6 +349,9 @@ scanner_free(struct scanner *s)
 		entry_free(&s->ents[i]);
 	free(s->ents);
 	free(s->todo);
+	for (size_t i = 0; i < s->nunsure; i++)
+		free(s->unsure[i]);
+	free(s->unsure);
 	for (size_t i = 0; i < s->nbatch; i++) {
 		free(s->batch[i].version);
 		free(s->batch[i].blocks);
@@ -446,13 +484,20 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 		r->flags |= STORE_FLAG_LOCALCHANGE;
 		if (e->prev_nversion) {
 			r->version = malloc(e->prev_nversion * sizeof(*r->version));
-			if (!r->version)
+			if (!r->version) {
+				free((char *)r->name);
+				free((char *)r->target);
+				free(r->blocks);
 				return -ENOMEM;
+			}
 			memcpy(r->version, e->prev_version, e->prev_nversion * sizeof(*r->version));
 			r->nversion = e->prev_nversion;
 		}
 	} else if ((rc = bump_version(f->ag, e->prev_version, e->prev_nversion, &r->version,
 				      &r->nversion)) != 0) {
+		free((char *)r->name);
+		free((char *)r->target);
+		free(r->blocks);
 		return rc;
 	}
 	s->nbatch++;
@@ -613,6 +658,8 @@ find_deleted(const struct store_file *sf, void *arg)
 		return 0;
 	if (nameset_has(x->ns, sf->name, sf->name_len))
 		return 0;
+	if (unsure_covers(x->s, sf->name, sf->name_len))
+		return 0;
 	if (x->ndels == x->cap) {
 		size_t cap = x->cap ? 2 * x->cap : 64;
 		struct scan_entry *n = realloc(x->dels, cap * sizeof(*n));
@@ -727,10 +774,6 @@ walk_done(uv_work_t *w, int status)
 					e->prev_nversion = sf.nversion;
 				}
 			}
-			if (ch == 2 && e->type == STORE_FILE && !(sf.flags & STORE_FLAG_DELETED) &&
-			    sf.size == e->size && sf.inode == e->ino && sf.mtime_s == e->mtime_s &&
-			    sf.mtime_ns == e->mtime_ns)
-				ch = 2;
 			store_file_release(&sf);
 		}
 		if (ch == 0)
