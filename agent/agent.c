@@ -17,13 +17,15 @@
 #include <sodium.h>
 
 #include "agent/agent.h"
+#include "agent/events.h"
 #include "agent/home.h"
 #include "agent/log.h"
 #include "agent/util.h"
 #include "crypto/sec.h"
 
 #define TICK_MS 1000
-#define DEFAULT_RESCAN_MS (60u * 1000)
+#define RESCAN_WATCHED_MS (3600u * 1000) /* the safety net while the watcher works */
+#define RESCAN_UNWATCHED_MS (60u * 1000) /* without a watcher, or past its limit */
 
 const char *
 folder_state_name(enum folder_state s)
@@ -42,6 +44,26 @@ folder_state_name(enum folder_state s)
 }
 
 void
+folder_set_state(struct folder *f, enum folder_state st)
+{
+	struct json *j;
+
+	if (f->state == st)
+		return;
+	if (f->ag->events) {
+		j = events_begin(f->ag, "folder_state");
+		json_key(j, "folder");
+		json_str(j, f->id);
+		json_key(j, "from");
+		json_str(j, folder_state_name(f->state));
+		json_key(j, "to");
+		json_str(j, folder_state_name(st));
+		events_end(f->ag, j, 0);
+	}
+	f->state = st;
+}
+
+void
 folder_set_error(struct folder *f, const char *fmt, ...)
 {
 	char msg[sizeof(f->error)];
@@ -50,10 +72,19 @@ folder_set_error(struct folder *f, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (f->state != FOLDER_ERROR || strcmp(msg, f->error) != 0)
+	if (f->state != FOLDER_ERROR || strcmp(msg, f->error) != 0) {
 		log_error("folder %s: %s", f->id, msg);
+		if (f->ag->events) {
+			struct json *j = events_begin(f->ag, "error");
+			json_key(j, "folder");
+			json_str(j, f->id);
+			json_key(j, "message");
+			json_str(j, msg);
+			events_end(f->ag, j, 1);
+		}
+	}
 	snprintf(f->error, sizeof(f->error), "%s", msg);
-	f->state = FOLDER_ERROR;
+	folder_set_state(f, FOLDER_ERROR);
 }
 
 void
@@ -62,7 +93,69 @@ folder_clear_error(struct folder *f)
 	if (f->state == FOLDER_ERROR)
 		log_info("folder %s: error cleared", f->id);
 	f->error[0] = '\0';
-	f->state = FOLDER_IDLE;
+	folder_set_state(f, FOLDER_IDLE);
+}
+
+int
+folder_add_scope(struct folder *f, char *path)
+{
+	char **n;
+
+	if (!path)
+		return -ENOMEM;
+	if (f->scan_full || f->nscan_scopes >= 10000) {
+		f->scan_full = 1;
+		free(path);
+		return 0;
+	}
+	n = realloc(f->scan_scopes, (f->nscan_scopes + 1) * sizeof(*n));
+	if (!n) {
+		free(path);
+		return -ENOMEM;
+	}
+	f->scan_scopes = n;
+	n[f->nscan_scopes++] = path;
+	return 0;
+}
+
+static void
+folder_drop_scopes(struct folder *f)
+{
+	for (size_t i = 0; i < f->nscan_scopes; i++)
+		free(f->scan_scopes[i]);
+	free(f->scan_scopes);
+	f->scan_scopes = NULL;
+	f->nscan_scopes = 0;
+}
+
+static int
+str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the scopes and drops those equal to or under another one. */
+static void
+folder_take_scopes(struct folder *f, char ***out, size_t *nout)
+{
+	char **v = f->scan_scopes;
+	size_t n = f->nscan_scopes, w = 0;
+
+	qsort(v, n, sizeof(*v), str_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (w > 0) {
+			size_t pl = strlen(v[w - 1]);
+			if (strncmp(v[i], v[w - 1], pl) == 0 && (v[i][pl] == '\0' || v[i][pl] == '/')) {
+				free(v[i]);
+				continue;
+			}
+		}
+		v[w++] = v[i];
+	}
+	*out = v;
+	*nout = w;
+	f->scan_scopes = NULL;
+	f->nscan_scopes = 0;
 }
 
 static struct device *
@@ -142,7 +235,7 @@ void
 folder_job_done(struct folder *f)
 {
 	if (f->state != FOLDER_ERROR)
-		f->state = FOLDER_IDLE;
+		folder_set_state(f, FOLDER_IDLE);
 	if (!f->ag->stopping)
 		folder_update_counts(f);
 	agent_kick(f->ag);
@@ -219,6 +312,8 @@ folder_open_root(struct folder *f)
 static void
 folder_free(struct folder *f)
 {
+	watch_folder_clear(f);
+	folder_drop_scopes(f);
 	if (f->rootfd >= 0)
 		close(f->rootfd);
 	free(f->id);
@@ -459,6 +554,37 @@ agent_reload(struct agent *ag)
 
 /* ---- timers ---- */
 
+/* Transfer progress, about once a second while a folder pulls: bytes, speed, ETA. */
+static void
+folder_progress_event(struct folder *f, uint64_t now)
+{
+	struct json *j;
+	uint64_t dt = now - f->pull_rate_mark_ms;
+
+	if (f->pull_rate_mark_ms && dt > 0) {
+		uint64_t rate = (f->pull_done_bytes - f->pull_rate_mark_bytes) * 1000 / dt;
+		/* A little smoothing so the ETA does not jump about. */
+		f->pull_rate = f->pull_rate ? (f->pull_rate + rate) / 2 : rate;
+	}
+	f->pull_rate_mark_ms = now;
+	f->pull_rate_mark_bytes = f->pull_done_bytes;
+	j = events_begin(f->ag, "transfer_progress");
+	json_key(j, "folder");
+	json_str(j, f->id);
+	json_key(j, "bytes_done");
+	json_u64(j, f->pull_done_bytes);
+	json_key(j, "bytes_total");
+	json_u64(j, f->pull_total_bytes);
+	json_key(j, "bytes_per_s");
+	json_u64(j, f->pull_rate);
+	json_key(j, "eta_s");
+	if (f->pull_rate && f->pull_total_bytes >= f->pull_done_bytes)
+		json_u64(j, (f->pull_total_bytes - f->pull_done_bytes) / f->pull_rate);
+	else
+		json_null(j);
+	events_end(f->ag, j, 0);
+}
+
 static void
 dial_devices(struct agent *ag, uint64_t now)
 {
@@ -491,6 +617,10 @@ on_tick(uv_timer_t *t)
 	if (config_changed(ag) || ag->reload_pending)
 		agent_reload(ag);
 	devices_sweep(ag);
+	events_flush(ag);
+	for (struct folder *f = ag->folders; f; f = f->next)
+		if (f->pull)
+			folder_progress_event(f, now);
 	for (struct conn *c = ag->conns, *nx; c; c = nx) {
 		nx = conn_next(c);
 		conn_tick(c, now);
@@ -535,11 +665,21 @@ on_kick(uv_timer_t *t)
 				wake = wake < f->next_scan_ms ? wake : f->next_scan_ms;
 				continue;
 			}
+			char **scopes = NULL;
+			size_t nscopes = 0;
 			f->scan_wanted = 0;
-			f->next_scan_ms = now;
+			if (f->scan_full || f->nscan_scopes == 0) {
+				/* A whole-folder scan: the periodic safety net restarts from here. */
+				f->scan_full = 0;
+				f->next_scan_ms = now;
+				folder_drop_scopes(f);
+			} else {
+				folder_take_scopes(f, &scopes, &nscopes);
+			}
+			f->scan_running_gen = f->scan_req_gen;
 			if (f->state != FOLDER_ERROR)
-				f->state = FOLDER_SCANNING;
-			if (scan_start(f) != 0) {
+				folder_set_state(f, FOLDER_SCANNING);
+			if (scan_start(f, scopes, nscopes) != 0) {
 				folder_set_error(f, "cannot start a scan");
 				continue;
 			}
@@ -554,11 +694,12 @@ on_kick(uv_timer_t *t)
 			f->pull_wanted = 0;
 			int prev = f->state;
 			if (f->state != FOLDER_ERROR)
-				f->state = FOLDER_SYNCING;
+				folder_set_state(f, FOLDER_SYNCING);
 			int rc = pull_start(f);
 			if (rc != 0) {
 				if (f->state == FOLDER_SYNCING)
-					f->state = prev == FOLDER_ERROR ? FOLDER_ERROR : FOLDER_IDLE;
+					folder_set_state(f, prev == FOLDER_ERROR ? FOLDER_ERROR
+										 : FOLDER_IDLE);
 				if (rc < 0)
 					folder_set_error(f, "cannot plan the pull: %s",
 							 store_strerror(rc));
@@ -664,6 +805,7 @@ agent_stop(struct agent *ag, const char *why)
 	if (ag->listening)
 		uv_close((uv_handle_t *)&ag->listener, on_handle_closed);
 	control_close(ag);
+	watch_stop(ag);
 }
 
 static void
@@ -722,9 +864,11 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 	signal(SIGPIPE, SIG_IGN);
 	ag->lockfd = -1;
 	ag->no_mdns = no_mdns;
-	ag->rescan_interval_ms = DEFAULT_RESCAN_MS;
-	if (getenv("SHOAL_RESCAN_S"))
-		ag->rescan_interval_ms = (uint64_t)atoi(getenv("SHOAL_RESCAN_S")) * 1000;
+	ag->rescan_interval_ms = RESCAN_WATCHED_MS;
+	ag->rescan_fallback_ms = RESCAN_UNWATCHED_MS;
+	if (getenv("SHOAL_RESCAN_S") && atoi(getenv("SHOAL_RESCAN_S")) > 0)
+		ag->rescan_interval_ms = ag->rescan_fallback_ms =
+			(uint64_t)atoi(getenv("SHOAL_RESCAN_S")) * 1000;
 	ag->home = home_resolve(home_opt);
 	if (!ag->home || home_ensure(ag->home) != 0) {
 		log_error("cannot create the state directory %s", ag->home ? ag->home : "?");
@@ -766,6 +910,8 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 	if (uv_loop_init(&loop) != 0)
 		goto out_store;
 	ag->loop = &loop;
+	if (events_init(ag) != 0)
+		goto out_store;
 	uv_timer_init(ag->loop, &ag->tick);
 	uv_timer_init(ag->loop, &ag->kick);
 	ag->tick.data = ag->kick.data = ag;
@@ -793,6 +939,8 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 	if (control_listen(ag) != 0)
 		log_warn("no control socket at %s: status and reloads go through the files only",
 			 ag->sock_path);
+	if (getenv("SHOAL_NO_WATCH") || watch_start(ag) != 0)
+		ag->rescan_interval_ms = ag->rescan_fallback_ms;
 	agent_apply_config(ag);
 	if (created || ag->cfg.npeers == 0)
 		log_info("to share: on the other device run `shoal device add %s --addr "
@@ -812,6 +960,7 @@ run:
 	for (struct device *d = ag->devices; d; d = d->next)
 		d->mark = 1;
 	devices_sweep(ag);
+	events_release(ag);
 	rc = uv_loop_close(ag->loop);
 	if (rc != 0)
 		log_warn("event loop closed with handles left: %s", uv_strerror(rc));

@@ -29,7 +29,10 @@
 
 struct conn;
 struct ctl_client;
+struct events;
 struct scanner;
+struct watcher;
+struct wpend;
 struct puller;
 
 struct counts {
@@ -76,6 +79,21 @@ struct folder {
 	uint64_t next_scan_ms;
 	struct counts local, global, need;
 	int mark;
+	/* scoped scans: paths the watcher or `shoal scan` asked for */
+	char **scan_scopes;
+	size_t nscan_scopes;
+	int scan_full;             /* the next scan covers the whole folder */
+	uint64_t scan_req_gen;     /* bumped by each `shoal scan --wait` */
+	uint64_t scan_done_gen;    /* the request generation the last finished scan covered */
+	uint64_t scan_running_gen;
+	struct wpend *wpend;       /* watcher: paths waiting to settle */
+	size_t nwpend;
+	int full_scan_pending;
+	uint64_t full_scan_at_ms;
+	/* the running pull, for status and progress events */
+	uint64_t pull_done_bytes, pull_total_bytes, pull_rate;
+	uint64_t pull_rate_mark_bytes, pull_rate_mark_ms;
+	size_t conflicts;
 };
 
 struct agent {
@@ -107,6 +125,9 @@ struct agent {
 	struct device *devices;
 	struct conn *conns;
 	uint32_t next_req_id;
+	struct events *events;
+	struct watcher *watch;
+	uint64_t rescan_fallback_ms;
 	int stopping;
 	int reload_pending;
 	int exit_code;
@@ -148,8 +169,12 @@ uint64_t conn_in_bytes(const struct conn *c);
 uint64_t conn_out_bytes(const struct conn *c);
 
 /* ---- scanner (scan.c) ---- */
-/* Starts a scan of f. Returns 0 or a negative code; folder_job_done() follows. */
-int scan_start(struct folder *f);
+/*
+ * Starts a scan of f: of the given paths (and what is under them; takes the
+ * array and its strings), or of the whole folder when scopes is NULL.
+ * Returns 0 or a negative code; folder_job_done() follows.
+ */
+int scan_start(struct folder *f, char **scopes, size_t nscopes);
 void scan_abort(struct folder *f);
 
 /* ---- puller (pull.c) ---- */
@@ -167,6 +192,27 @@ int plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t 
 
 /* Called by scan.c and pull.c when the folder's job ends. */
 void folder_job_done(struct folder *f);
+
+/*
+ * Receive-only folders: local changes go back to the cluster's version (pulled
+ * again) and local additions are removed. Returns 0, -EINVAL (not receive-only),
+ * -EBUSY (a scan or pull runs: try again) or a store error.
+ */
+int folder_revert(struct folder *f);
+/* Adds a path (taken over) to the folder's next scoped scan. Returns 0 or -ENOMEM. */
+int folder_add_scope(struct folder *f, char *path);
+void folder_set_state(struct folder *f, enum folder_state s);
+/* A scan of f finished: answer `shoal scan --wait` clients it covered. */
+void control_scan_finished(struct agent *ag, struct folder *f);
+
+/* ---- watcher (watch.c) ---- */
+int watch_start(struct agent *ag);
+void watch_stop(struct agent *ag);
+int watch_available(const struct agent *ag);
+/* Watches the directory path of f (again: after a rename the path is updated). */
+void watch_dir(struct folder *f, const char *path);
+void watch_folder_clear(struct folder *f);
+void watch_folder_clear_pending(struct folder *f);
 
 /* ---- control socket (control.c) ---- */
 int control_listen(struct agent *ag);

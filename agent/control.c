@@ -2,8 +2,14 @@
  * agent/control.c - the local control socket (HOME/control.sock).
  *
  * A client connects, writes one command line and reads the answer until the
- * agent closes the connection. Commands: "status" (one JSON object),
- * "reload" (re-read the configuration now). The socket is created under
+ * agent closes the connection. Commands:
+ *   status                  one JSON object
+ *   reload                  re-read the configuration now
+ *   scan FOLDER [PATH]      scan now (PATH and what is under it, or everything)
+ *   scanwait FOLDER [PATH]  the same, answering once that scan has finished
+ *   events SINCE            the events after SINCE, then every new one, one
+ *                           JSON object per line, until the client leaves
+ *   revert FOLDER           a receive-only folder drops its local changes The socket is created under
  * umask 077 (srwx------) in the 0700 state directory: only the agent's own
  * user reaches it.
  */
@@ -14,8 +20,10 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/events.h"
 #include "agent/json.h"
 #include "agent/log.h"
+#include "proto/proto.h"
 
 #define CTL_LINE_MAX 1024
 
@@ -24,6 +32,9 @@ struct ctl_client {
 	struct ctl_client *next;
 	struct agent *ag;
 	int closing;
+	int events;          /* subscribed to the event stream */
+	char *wait_folder;   /* scanwait: the folder... */
+	uint64_t wait_gen;   /* ...and the request generation to see finished */
 	char line[CTL_LINE_MAX];
 	size_t len;
 	int done;
@@ -33,6 +44,7 @@ struct ctl_write {
 	uv_write_t req;
 	struct ctl_client *cl;
 	char *text;
+	int keep; /* an event line: the connection stays open */
 };
 
 static void
@@ -40,6 +52,9 @@ on_client_closed(uv_handle_t *h)
 {
 	struct ctl_client *cl = h->data;
 	struct ctl_client **pp = &cl->ag->ctl_clients;
+	if (cl->events)
+		events_unsubscribe(cl->ag, cl);
+	free(cl->wait_folder);
 	while (*pp && *pp != cl)
 		pp = &(*pp)->next;
 	if (*pp)
@@ -60,8 +75,8 @@ static void
 on_reply_written(uv_write_t *req, int status)
 {
 	struct ctl_write *w = (struct ctl_write *)req;
-	(void)status;
-	ctl_client_close(w->cl);
+	if (!w->keep || status < 0)
+		ctl_client_close(w->cl);
 	free(w->text);
 	free(w);
 }
@@ -181,6 +196,50 @@ status_json_running(struct agent *ag, struct json *j)
 	json_obj_close(j);
 }
 
+/* Sends one event line; drops a subscriber that does not keep up. */
+static int
+ctl_event_line(struct ctl_client *cl, const char *line, size_t len)
+{
+	struct ctl_write *w;
+
+	if (cl->closing)
+		return 1;
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe) > (4u << 20)) {
+		ctl_client_close(cl);
+		return 1;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w || !(w->text = malloc(len + 1))) {
+		free(w);
+		return 0;
+	}
+	memcpy(w->text, line, len);
+	w->text[len] = '\n';
+	w->cl = cl;
+	w->keep = 1;
+	uv_buf_t buf = uv_buf_init(w->text, (unsigned)len + 1);
+	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, on_reply_written) != 0) {
+		free(w->text);
+		free(w);
+		ctl_client_close(cl);
+		return 1;
+	}
+	return 0;
+}
+
+void
+control_scan_finished(struct agent *ag, struct folder *f)
+{
+	for (struct ctl_client *cl = ag->ctl_clients; cl; cl = cl->next) {
+		if (cl->closing || !cl->wait_folder || strcmp(cl->wait_folder, f->id) != 0 ||
+		    f->scan_done_gen < cl->wait_gen)
+			continue;
+		free(cl->wait_folder);
+		cl->wait_folder = NULL;
+		ctl_reply(cl, f->state == FOLDER_ERROR ? "error: the scan failed; see status" : "ok");
+	}
+}
+
 static void
 ctl_command(struct ctl_client *cl)
 {
@@ -195,6 +254,54 @@ ctl_command(struct ctl_client *cl)
 		const char *t = json_finish(&j);
 		ctl_reply(cl, t ? t : "{\"error\":\"out of memory\"}");
 		json_release(&j);
+	} else if (strncmp(cmd, "scan ", 5) == 0 || strncmp(cmd, "scanwait ", 9) == 0) {
+		int wait = cmd[4] == 'w';
+		char *fid = cmd + (wait ? 9 : 5);
+		char *path = strchr(fid, ' ');
+		if (path)
+			*path++ = '\0';
+		struct folder *f = agent_folder(ag, fid, strlen(fid));
+		if (!f) {
+			ctl_reply(cl, "error: no such folder");
+			return;
+		}
+		if (path && *path) {
+			while (*path == '/')
+				path++;
+			size_t n = strlen(path);
+			while (n > 0 && path[n - 1] == '/')
+				path[--n] = '\0';
+		}
+		if (path && *path && proto_path_check((const uint8_t *)path, strlen(path)) != 0) {
+			ctl_reply(cl, "error: not a path inside the folder");
+			return;
+		}
+		if (path && *path)
+			folder_add_scope(f, strdup(path));
+		else
+			f->scan_full = 1;
+		f->scan_wanted = 1;
+		f->next_scan_ms = 0;
+		f->scan_req_gen++;
+		agent_kick(ag);
+		if (!wait) {
+			ctl_reply(cl, "ok");
+			return;
+		}
+		cl->wait_folder = strdup(f->id);
+		cl->wait_gen = f->scan_req_gen;
+		if (!cl->wait_folder)
+			ctl_reply(cl, "error: out of memory");
+	} else if (strncmp(cmd, "events", 6) == 0) {
+		uint64_t since = strtoull(cmd + 6, NULL, 10);
+		cl->events = 1;
+		events_subscribe(ag, cl, since, ctl_event_line);
+	} else if (strncmp(cmd, "revert ", 7) == 0) {
+		struct folder *f = agent_folder(ag, cmd + 7, strlen(cmd + 7));
+		int rc = f ? folder_revert(f) : -ENOENT;
+		ctl_reply(cl, rc == 0 ? "ok" : rc == -ENOENT ? "error: no such folder"
+				  : rc == -EINVAL ? "error: only a receive-only folder can be reverted"
+						  : "error: cannot revert; see the log");
 	} else if (strcmp(cmd, "reload") == 0) {
 		int rc = agent_reload(ag);
 		ctl_reply(cl, rc == 0 ? "ok" : "error: the configuration has an error; see the log");

@@ -1559,3 +1559,146 @@ pull_poke(struct folder *f)
 	}
 	pull_advance(p);
 }
+
+/* ---- revert (receive-only folders) ---- */
+
+struct revert_ctx {
+	struct store_txn *txn;
+	struct folder *f;
+	uint32_t devs[64];
+	size_t ndevs;
+	struct store_file *recs; /* local changes the cluster has a version of */
+	size_t nrecs, caprecs;
+	char **gone;             /* local additions: removed from disk and index */
+	size_t ngone, capgone;
+};
+
+static int
+revert_one(const struct store_file *lf, void *arg)
+{
+	struct revert_ctx *x = arg;
+	int known = 0;
+
+	if (!(lf->flags & STORE_FLAG_LOCALCHANGE))
+		return 0;
+	for (size_t i = 0; i < x->ndevs && !known; i++) {
+		struct store_file rf;
+		if (store_file_get(x->txn, x->f->num, x->devs[i], lf->name, lf->name_len, 0, &rf) == 0) {
+			known = 1;
+			store_file_release(&rf);
+		}
+	}
+	if (known) {
+		if (x->nrecs == x->caprecs) {
+			size_t cap = x->caprecs ? 2 * x->caprecs : 64;
+			struct store_file *n = realloc(x->recs, cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			x->recs = n;
+			x->caprecs = cap;
+		}
+		struct store_file *r = &x->recs[x->nrecs];
+		*r = *lf;
+		r->owned = NULL;
+		r->name = strndup(lf->name, lf->name_len);
+		r->target = lf->target_len ? strndup(lf->target, lf->target_len) : NULL;
+		/* No version: whatever the cluster has is newer, and is pulled back. */
+		r->version = NULL;
+		r->nversion = 0;
+		r->blocks = NULL;
+		r->nblocks = 0;
+		r->flags &= ~STORE_FLAG_LOCALCHANGE;
+		r->sequence = 0;
+		if (!r->name)
+			return -ENOMEM;
+		x->nrecs++;
+	} else {
+		if (x->ngone == x->capgone) {
+			size_t cap = x->capgone ? 2 * x->capgone : 64;
+			char **n = realloc(x->gone, cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			x->gone = n;
+			x->capgone = cap;
+		}
+		if (!(x->gone[x->ngone] = strndup(lf->name, lf->name_len)))
+			return -ENOMEM;
+		x->ngone++;
+	}
+	return 0;
+}
+
+static int
+txn_revert(struct store_txn *txn, void *arg)
+{
+	struct revert_ctx *x = arg;
+	for (size_t i = 0; i < x->nrecs; i++) {
+		x->recs[i].sequence = 0;
+		int rc = store_file_put(txn, x->f->num, STORE_LOCAL, &x->recs[i]);
+		if (rc != 0)
+			return rc;
+	}
+	for (size_t i = 0; i < x->ngone; i++) {
+		int rc = store_file_del(txn, x->f->num, STORE_LOCAL, x->gone[i], strlen(x->gone[i]));
+		if (rc != 0 && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+str_cmp_desc2(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+int
+folder_revert(struct folder *f)
+{
+	struct revert_ctx x;
+	int rc;
+
+	if (f->mode != MODE_RECEIVE)
+		return -EINVAL;
+	if (f->rootfd < 0 || f->scan || f->pull)
+		return -EBUSY;
+	memset(&x, 0, sizeof(x));
+	x.f = f;
+	for (struct device *d = f->ag->devices; d && x.ndevs < 64; d = d->next)
+		if (folder_shared_with(f, d))
+			x.devs[x.ndevs++] = d->num;
+	rc = store_read_begin(f->ag->store, &x.txn);
+	if (rc == 0) {
+		rc = store_files_each(x.txn, f->num, STORE_LOCAL, NULL, 0, 0, revert_one, &x);
+		store_read_end(x.txn);
+	}
+	/* Local additions leave the disk first (children before parents), then the index. */
+	qsort(x.gone, x.ngone, sizeof(*x.gone), str_cmp_desc2);
+	for (size_t i = 0; rc == 0 && i < x.ngone; i++) {
+		const char *base;
+		struct stat st;
+		int dfd = fs_open_parent(f->rootfd, x.gone[i], &base);
+		if (dfd < 0)
+			continue;
+		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+		close(dfd);
+	}
+	if (rc == 0)
+		rc = store_write(f->ag->store, txn_revert, &x);
+	if (rc == 0)
+		log_info("%s: reverted %zu local change%s; %zu local addition%s removed", f->id,
+			 x.nrecs, x.nrecs == 1 ? "" : "s", x.ngone, x.ngone == 1 ? "" : "s");
+	for (size_t i = 0; i < x.nrecs; i++) {
+		free((char *)x.recs[i].name);
+		free((char *)x.recs[i].target);
+	}
+	free(x.recs);
+	for (size_t i = 0; i < x.ngone; i++)
+		free(x.gone[i]);
+	free(x.gone);
+	f->pull_wanted = 1;
+	f->pull_at_ms = 0;
+	agent_kick(f->ag);
+	return rc;
+}

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/events.h"
 #include "agent/fsops.h"
 #include "agent/log.h"
 #include "agent/util.h"
@@ -64,6 +65,8 @@ struct scanner {
 	int rootfd;
 	int walk_err;
 	size_t skipped;
+	char **scopes; /* paths to scan (each with what is under it); NULL: the whole folder */
+	size_t nscopes;
 	char **unsure; /* paths the walk could not read: nothing at or under them is deleted */
 	size_t nunsure;
 	struct scan_entry *ents;
@@ -120,6 +123,87 @@ unsure_covers(const struct scanner *s, const char *name, size_t len)
 	return 0;
 }
 
+static int walk_dir(struct scanner *s, const char *dir, int depth);
+
+/*
+ * Records the entry n of directory dfd, whose path in the folder is name
+ * (taken over), and walks into it when it is a directory.
+ */
+static int
+add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth)
+{
+	struct scan_entry e;
+	struct stat st;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	e.name = name;
+	e.name_len = strlen(name);
+	if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0) {
+		s->skipped++;
+		free(e.name);
+		return 0;
+	}
+	if (fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (errno != ENOENT) {
+			s->skipped++;
+			unsure_add(s, e.name);
+		}
+		free(e.name);
+		return 0;
+	}
+	e.mode = st.st_mode & 0777; /* permission bits only: never setuid, setgid, sticky */
+	e.ino = st.st_ino;
+	e.mtime_s = st.st_mtim.tv_sec;
+	e.mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
+	e.ctime_s = st.st_ctim.tv_sec;
+	e.ctime_ns = (uint32_t)st.st_ctim.tv_nsec;
+	if (S_ISREG(st.st_mode)) {
+		e.type = STORE_FILE;
+		e.size = (uint64_t)st.st_size;
+	} else if (S_ISDIR(st.st_mode)) {
+		e.type = STORE_DIR;
+	} else if (S_ISLNK(st.st_mode)) {
+		char buf[PROTO_PATH_MAX + 1];
+		ssize_t l = readlinkat(dfd, n, buf, sizeof(buf) - 1);
+		if (l <= 0) {
+			s->skipped++;
+			unsure_add(s, e.name);
+			free(e.name);
+			return 0;
+		}
+		buf[l] = '\0';
+		e.type = STORE_SYMLINK;
+		e.target = strdup(buf);
+		if (!e.target) {
+			free(e.name);
+			return -ENOMEM;
+		}
+	} else {
+		free(e.name); /* sockets, fifos and devices do not sync */
+		return 0;
+	}
+	if ((rc = ents_push(s, &e)) != 0) {
+		free(e.name);
+		free(e.target);
+		return rc;
+	}
+	if (e.type == STORE_DIR) {
+		char *sub = strdup(e.name);
+		if (!sub)
+			return -ENOMEM;
+		rc = walk_dir(s, sub, depth + 1);
+		if (rc != 0 && rc != -ENOMEM) {
+			/* Unreadable: skipped, and nothing under it counts as deleted. */
+			s->skipped++;
+			unsure_add(s, sub);
+			rc = 0;
+		}
+		free(sub);
+	}
+	return rc;
+}
+
 static int
 walk_dir(struct scanner *s, const char *dir, int depth)
 {
@@ -143,95 +227,46 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 	}
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
-		struct stat st;
-		struct scan_entry e;
 		size_t nlen = strlen(n);
+		char *name;
 
 		if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
 			continue;
 		if (strncmp(n, ".shoal", 6) == 0)
 			continue;
-		memset(&e, 0, sizeof(e));
-		e.name_len = dlen ? dlen + 1 + nlen : nlen;
-		e.name = malloc(e.name_len + 1);
-		if (!e.name) {
+		name = malloc((dlen ? dlen + 1 : 0) + nlen + 1);
+		if (!name) {
 			rc = -ENOMEM;
 			break;
 		}
 		if (dlen) {
-			memcpy(e.name, dir, dlen);
-			e.name[dlen] = '/';
-			memcpy(e.name + dlen + 1, n, nlen + 1);
+			memcpy(name, dir, dlen);
+			name[dlen] = '/';
+			memcpy(name + dlen + 1, n, nlen + 1);
 		} else {
-			memcpy(e.name, n, nlen + 1);
+			memcpy(name, n, nlen + 1);
 		}
-		if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0) {
-			s->skipped++;
-			free(e.name);
-			continue;
-		}
-		if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-			s->skipped++;
-			unsure_add(s, e.name);
-			free(e.name);
-			continue;
-		}
-		e.mode = st.st_mode & 0777; /* permission bits only: never setuid, setgid, sticky */
-		e.ino = st.st_ino;
-		e.mtime_s = st.st_mtim.tv_sec;
-		e.mtime_ns = (uint32_t)st.st_mtim.tv_nsec;
-		e.ctime_s = st.st_ctim.tv_sec;
-		e.ctime_ns = (uint32_t)st.st_ctim.tv_nsec;
-		if (S_ISREG(st.st_mode)) {
-			e.type = STORE_FILE;
-			e.size = (uint64_t)st.st_size;
-		} else if (S_ISDIR(st.st_mode)) {
-			e.type = STORE_DIR;
-		} else if (S_ISLNK(st.st_mode)) {
-			char buf[PROTO_PATH_MAX + 1];
-			ssize_t l = readlinkat(dirfd(d), n, buf, sizeof(buf) - 1);
-			if (l <= 0) {
-				s->skipped++;
-				unsure_add(s, e.name);
-				free(e.name);
-				continue;
-			}
-			buf[l] = '\0';
-			e.type = STORE_SYMLINK;
-			e.target = strdup(buf);
-			if (!e.target) {
-				free(e.name);
-				rc = -ENOMEM;
-				break;
-			}
-		} else {
-			free(e.name); /* sockets, fifos and devices do not sync */
-			continue;
-		}
-		if ((rc = ents_push(s, &e)) != 0) {
-			free(e.name);
-			free(e.target);
+		if ((rc = add_entry(s, dirfd(d), n, name, depth)) != 0)
 			break;
-		}
-		if (e.type == STORE_DIR) {
-			char *sub = strdup(e.name);
-			if (!sub) {
-				rc = -ENOMEM;
-				break;
-			}
-			rc = walk_dir(s, sub, depth + 1);
-			if (rc != 0 && rc != -ENOMEM) {
-				/* Unreadable: skipped, and nothing under it counts as deleted. */
-				s->skipped++;
-				unsure_add(s, sub);
-				rc = 0;
-			}
-			free(sub);
-			if (rc == -ENOMEM)
-				break;
-		}
 	}
 	closedir(d);
+	return rc;
+}
+
+/* Walks one scope: a path (file, link or directory) and all under it. */
+static int
+walk_scope(struct scanner *s, const char *scope)
+{
+	const char *base;
+	char *name;
+	int dfd, rc;
+
+	dfd = fs_open_parent(s->rootfd, scope, &base);
+	if (dfd < 0)
+		return dfd == -ENOENT || dfd == -ENOTDIR ? 0 : dfd; /* gone: its entries are deleted */
+	name = strdup(scope);
+	rc = name ? add_entry(s, dfd, base, name, 1) : -ENOMEM;
+	close(dfd);
 	return rc;
 }
 
@@ -245,7 +280,17 @@ walk_work(uv_work_t *w)
 		s->walk_err = -ENOENT;
 		return;
 	}
-	s->walk_err = walk_dir(s, "", 0);
+	if (!s->scopes) {
+		s->walk_err = walk_dir(s, "", 0);
+		return;
+	}
+	for (size_t i = 0; i < s->nscopes && s->walk_err == 0; i++) {
+		int rc = walk_scope(s, s->scopes[i]);
+		if (rc == -ENOMEM)
+			s->walk_err = rc;
+		else if (rc != 0)
+			unsure_add(s, s->scopes[i]);
+	}
 }
 
 /* ---- hashing (thread pool) ---- */
@@ -352,6 +397,9 @@ scanner_free(struct scanner *s)
 	for (size_t i = 0; i < s->nunsure; i++)
 		free(s->unsure[i]);
 	free(s->unsure);
+	for (size_t i = 0; i < s->nscopes; i++)
+		free(s->scopes[i]);
+	free(s->scopes);
 	for (size_t i = 0; i < s->nbatch; i++) {
 		free(s->batch[i].version);
 		free(s->batch[i].blocks);
@@ -383,6 +431,7 @@ scan_flush(struct scanner *s)
 	int rc = 0;
 	if (s->nbatch == 0)
 		return 0;
+	size_t n = s->nbatch;
 	rc = store_write(s->f->ag->store, txn_put_batch, s);
 	for (size_t i = 0; i < s->nbatch; i++) {
 		free(s->batch[i].version);
@@ -398,6 +447,12 @@ scan_flush(struct scanner *s)
 		return rc;
 	}
 	agent_local_index_changed(s->f->ag, s->f);
+	struct json *j = events_begin(s->f->ag, "local_index_updated");
+	json_key(j, "folder");
+	json_str(j, s->f->id);
+	json_key(j, "items");
+	json_u64(j, n);
+	events_end(s->f->ag, j, 0);
 	return 0;
 }
 
@@ -515,9 +570,13 @@ scan_finish(struct scanner *s)
 	if (!s->failed)
 		scan_flush(s);
 	if (!s->failed) {
-		log_info("scanned %s: %zu entries, %zu changed, %.1f MB hashed in %.2f s", f->id,
-			 s->nents, s->changes, (double)s->hashed_bytes / 1e6,
-			 (double)(now_ms() - s->started_ms) / 1000.0);
+		if (!s->scopes)
+			log_info("scanned %s: %zu entries, %zu changed, %.1f MB hashed in %.2f s",
+				 f->id, s->nents, s->changes, (double)s->hashed_bytes / 1e6,
+				 (double)(now_ms() - s->started_ms) / 1000.0);
+		else
+			log_debug("scanned %zu path%s of %s: %zu entries, %zu changed", s->nscopes,
+				  s->nscopes == 1 ? "" : "s", f->id, s->nents, s->changes);
 		if (s->skipped)
 			log_warn("%s: %zu names were skipped (not valid UTF-8, control characters, "
 				 "or unreadable)",
@@ -526,6 +585,10 @@ scan_finish(struct scanner *s)
 			folder_clear_error(f);
 	}
 	f->scan = NULL;
+	if (!s->aborted) {
+		f->scan_done_gen = f->scan_running_gen;
+		control_scan_finished(f->ag, f);
+	}
 	scanner_free(s);
 	if (retry) {
 		f->scan_wanted = 1;
@@ -642,6 +705,8 @@ nameset_has(const struct nameset *ns, const char *p, size_t n)
 
 struct del_ctx {
 	struct scanner *s;
+	const char *scope; /* NULL: every entry */
+	size_t scope_len;
 	struct nameset *ns;
 	struct scan_entry *dels;
 	size_t ndels, cap;
@@ -654,6 +719,13 @@ find_deleted(const struct store_file *sf, void *arg)
 	struct del_ctx *x = arg;
 	struct scan_entry e;
 
+	if (x->scope) {
+		/* Names under the scope are contiguous in key order after the scope itself. */
+		if (sf->name_len < x->scope_len || memcmp(sf->name, x->scope, x->scope_len) != 0)
+			return 1;
+		if (sf->name_len > x->scope_len && sf->name[x->scope_len] != '/')
+			return 0; /* "scope-x" sorts between "scope" and "scope/..." */
+	}
 	if (sf->flags & STORE_FLAG_DELETED)
 		return 0;
 	if (nameset_has(x->ns, sf->name, sf->name_len))
@@ -741,6 +813,12 @@ walk_done(uv_work_t *w, int status)
 		scan_finish(s);
 		return;
 	}
+	/* Every directory found is watched (again: a renamed one gets its new path). */
+	if (!s->scopes)
+		watch_dir(f, "");
+	for (size_t i = 0; i < s->nents; i++)
+		if (s->ents[i].type == STORE_DIR)
+			watch_dir(f, s->ents[i].name);
 	s->todo = malloc((s->nents ? s->nents : 1) * sizeof(*s->todo));
 	if (!s->todo || (rc = store_read_begin(f->ag->store, &txn)) != 0) {
 		s->failed = 1;
@@ -786,7 +864,25 @@ walk_done(uv_work_t *w, int status)
 	if (nameset_build(&ns, s->ents, s->nents) == 0) {
 		dx.s = s;
 		dx.ns = &ns;
-		rc = store_files_each(txn, f->num, STORE_LOCAL, NULL, 0, 0, find_deleted, &dx);
+		if (!s->scopes) {
+			rc = store_files_each(txn, f->num, STORE_LOCAL, NULL, 0, 0, find_deleted, &dx);
+		} else {
+			rc = 0;
+			for (size_t k = 0; k < s->nscopes && rc >= 0; k++) {
+				struct store_file sf;
+				dx.scope = s->scopes[k];
+				dx.scope_len = strlen(dx.scope);
+				/* The scope itself, then what sorts after it. */
+				if (store_file_get(txn, f->num, STORE_LOCAL, dx.scope, dx.scope_len, 0,
+						   &sf) == 0) {
+					rc = find_deleted(&sf, &dx);
+					store_file_release(&sf);
+				}
+				if (rc >= 0)
+					rc = store_files_each(txn, f->num, STORE_LOCAL, dx.scope,
+							      dx.scope_len, 0, find_deleted, &dx);
+			}
+		}
 		if (rc < 0)
 			s->failed = 1;
 	} else {
@@ -808,23 +904,29 @@ walk_done(uv_work_t *w, int status)
 }
 
 int
-scan_start(struct folder *f)
+scan_start(struct folder *f, char **scopes, size_t nscopes)
 {
 	struct scanner *s = calloc(1, sizeof(*s));
 
-	if (!s)
+	if (!s) {
+		for (size_t i = 0; i < nscopes; i++)
+			free(scopes[i]);
+		free(scopes);
 		return -ENOMEM;
+	}
+	s->scopes = scopes;
+	s->nscopes = nscopes;
 	s->f = f;
 	s->started_ms = now_ms();
 	s->rootfd = fcntl(f->rootfd, F_DUPFD_CLOEXEC, 3);
 	if (s->rootfd < 0) {
-		free(s);
-		return -errno;
+		int rc = -errno;
+		scanner_free(s);
+		return rc;
 	}
 	s->walk.data = s;
 	if (uv_queue_work(f->ag->loop, &s->walk, walk_work, walk_done) != 0) {
-		close(s->rootfd);
-		free(s);
+		scanner_free(s);
 		return -ENOMEM;
 	}
 	f->scan = s;

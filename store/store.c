@@ -169,6 +169,7 @@ open_dbs(struct store *s, MDB_txn *t)
 	    {"sequence", offsetof(struct store, seq)},
 	    {"blocks", offsetof(struct store, blocks)},
 	    {"checkpoints", offsetof(struct store, ckpt)},
+	    {"events", offsetof(struct store, events)},
 	};
 	unsigned flags = s->rdonly ? 0 : MDB_CREATE;
 	size_t i;

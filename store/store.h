@@ -255,6 +255,23 @@ int store_checkpoint_put(struct store_txn *txn, uint32_t folder, uint32_t dev,
 			 const struct store_checkpoint *cp);
 
 /*
+ * ---- durable events: seq (u64) -> time (ns since the epoch) and a JSON text ----
+ * store_event_put() appends one event; seq must be above every stored one.
+ * store_events_each() calls cb for events with seq > after_seq in order; json
+ * is not NUL-terminated and valid only during the call; cb returns 0 to go
+ * on, 1 to stop, < 0 for an error that is returned. store_event_last() gives
+ * the highest stored seq (0 when none). store_events_prune() deletes events
+ * older than before_ns and sets *removed.
+ */
+int store_event_put(struct store_txn *txn, uint64_t seq, uint64_t time_ns, const char *json,
+		    size_t len);
+typedef int (*store_event_cb)(uint64_t seq, uint64_t time_ns, const char *json, size_t len,
+			      void *arg);
+int store_events_each(struct store_txn *txn, uint64_t after_seq, store_event_cb cb, void *arg);
+int store_event_last(struct store_txn *txn, uint64_t *seq);
+int store_events_prune(struct store_txn *txn, uint64_t before_ns, size_t *removed);
+
+/*
  * ---- small settings ----
  * store_meta_get() copies the value of key into val and sets *len (when len
  * is not NULL) to its size; a value longer than cap is not copied and gives
