@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "agent/agent.h"
+#include "agent/events.h"
 #include "agent/fsops.h"
 #include "agent/log.h"
 #include "agent/util.h"
@@ -252,6 +253,14 @@ conn_close(struct conn *c, const char *reason)
 		} else if (d->conn == c) {
 			log_info("disconnected from %s (%s): %s", d->name ? d->name : d->idstr, c->addr,
 				 reason);
+			if (c->ag->events && !c->ag->stopping) {
+				struct json *j = events_begin(c->ag, "device_disconnected");
+				json_key(j, "device");
+				json_str(j, d->idstr);
+				json_key(j, "reason");
+				json_str(j, reason);
+				events_end(c->ag, j, 0);
+			}
 			d->conn = NULL;
 			d->backoff_ms = 0;
 			d->next_dial_ms = now_ms() + 500 + randombytes_uniform(1000);
@@ -671,6 +680,12 @@ conn_on_hello(struct conn *c, const struct proto_hello *h)
 	d->backoff_ms = 0;
 	log_info("connected to %s (%s) at %s, %zu shared folder%s", d->name ? d->name : "?",
 		 d->idstr, c->addr, n, n == 1 ? "" : "s");
+	struct json *j = events_begin(ag, "device_connected");
+	json_key(j, "device");
+	json_str(j, d->idstr);
+	json_key(j, "address");
+	json_str(j, c->addr);
+	events_end(ag, j, 0);
 	conn_pump(c);
 	agent_kick(ag);
 }
@@ -790,6 +805,14 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		return;
 	}
 	log_debug("stored %zu index entries of %s from %s", ix->nfiles, f->id, c->dev->idstr);
+	struct json *j = events_begin(c->ag, "remote_index_updated");
+	json_key(j, "folder");
+	json_str(j, f->id);
+	json_key(j, "device");
+	json_str(j, c->dev->idstr);
+	json_key(j, "items");
+	json_u64(j, ix->nfiles);
+	events_end(c->ag, j, 0);
 	f->pull_wanted = 1;
 	if (m->type == PROTO_INDEX && !ix->last)
 		f->pull_at_ms = now_ms() + 2000; /* wait for the rest of the first index */

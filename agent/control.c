@@ -156,6 +156,24 @@ status_json_running(struct agent *ag, struct json *j)
 		counts_json(j, "local", &f->local);
 		counts_json(j, "global", &f->global);
 		counts_json(j, "need", &f->need);
+		json_key(j, "progress");
+		if (f->pull) {
+			json_obj_open(j);
+			json_key(j, "bytes_done");
+			json_u64(j, f->pull_done_bytes);
+			json_key(j, "bytes_total");
+			json_u64(j, f->pull_total_bytes);
+			json_key(j, "bytes_per_s");
+			json_u64(j, f->pull_rate);
+			json_key(j, "eta_s");
+			if (f->pull_rate && f->pull_total_bytes >= f->pull_done_bytes)
+				json_u64(j, (f->pull_total_bytes - f->pull_done_bytes) / f->pull_rate);
+			else
+				json_null(j);
+			json_obj_close(j);
+		} else {
+			json_null(j);
+		}
 		json_key(j, "shared_with");
 		json_arr_open(j);
 		for (size_t k = 0; k < f->nshares; k++) {

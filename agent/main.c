@@ -22,6 +22,7 @@
 #include "agent/config.h"
 #include "agent/home.h"
 #include "agent/json.h"
+#include "agent/listing.h"
 #include "agent/log.h"
 #include "agent/util.h"
 #include "crypto/sec.h"
@@ -40,10 +41,16 @@ static const char usage_main[] =
 	"  run [--listen HOST:PORT] [--no-mdns]\n"
 	"                                     run the agent in the foreground\n"
 	"  status [--json]                    folders, devices and sync progress\n"
+	"  events [--since N] [--json]        stream the agent's events as they happen\n"
+	"  ls FOLDER [PATH] [--cursor C] [--limit N] [--json]\n"
+	"                                     page through the cluster's view of a folder\n"
+	"  scan FOLDER [PATH] [--wait]        rescan now (a path, or the whole folder)\n"
+	"  conflicts [FOLDER] [--json]        list conflict copies\n"
 	"  folder add ID PATH [--mode send|receive|send-receive] [--label LABEL]\n"
 	"  folder share ID DEVICE_ID          share a folder with a device\n"
 	"  folder unshare ID DEVICE_ID        stop sharing it\n"
 	"  folder remove ID                   forget a folder (its files stay on disk)\n"
+	"  folder revert ID                   receive-only: drop local changes, get the cluster's\n"
 	"  folder list [--json]\n"
 	"  device add DEVICE_ID [--name NAME] [--addr HOST:PORT]...\n"
 	"  device remove DEVICE_ID\n"
@@ -91,6 +98,7 @@ static const char usage_folder[] =
 	"       shoal [--home DIR] folder share ID DEVICE_ID\n"
 	"       shoal [--home DIR] folder unshare ID DEVICE_ID\n"
 	"       shoal [--home DIR] folder remove ID\n"
+	"       shoal [--home DIR] folder revert ID\n"
 	"       shoal [--home DIR] folder list [--json]\n"
 	"\n"
 	"ID is 1-64 characters of letters, digits, '.', '_' and '-'; every device uses the\n"
@@ -98,7 +106,42 @@ static const char usage_folder[] =
 	"  send          send-only: local changes go out, remote changes are ignored\n"
 	"  receive       receive-only: remote changes come in, local edits stay local\n"
 	"  send-receive  both ways (the default)\n"
-	"A folder syncs only with the devices it is shared with.\n";
+	"A folder syncs only with the devices it is shared with. `folder revert` makes a\n"
+	"receive-only folder match the cluster again: local edits are replaced by the\n"
+	"cluster's version and files only this device has are removed (needs the agent).\n";
+
+static const char usage_events[] =
+	"usage: shoal [--home DIR] events [--since N] [--json]\n"
+	"\n"
+	"Streams the running agent's events as they happen, until interrupted: folder\n"
+	"state changes, index updates, items started and finished, devices connecting,\n"
+	"conflicts, errors, and transfer progress about once a second. Each event has a\n"
+	"sequence number; --since N starts after event N (durable events, such as\n"
+	"transfers, conflicts and errors, are kept for 7 days and survive restarts).\n"
+	"--json prints one JSON object per line.\n";
+
+static const char usage_ls[] =
+	"usage: shoal [--home DIR] ls FOLDER [PATH] [--cursor C] [--limit N] [--json]\n"
+	"\n"
+	"Lists the cluster's view of FOLDER (or of PATH inside it), in name order, a page\n"
+	"at a time (500 entries by default): each entry's state (synced, needed,\n"
+	"local-change, conflict), type, size, modification time and name. The last line\n"
+	"gives the cursor for the next page: pass it with --cursor.\n";
+
+static const char usage_scan[] =
+	"usage: shoal [--home DIR] scan FOLDER [PATH] [--wait]\n"
+	"\n"
+	"Asks the running agent to rescan FOLDER now, or only PATH in it (a file or a\n"
+	"directory with everything under it): for mounts the watcher cannot see, and for\n"
+	"scripts. With --wait, returns when that scan has finished.\n";
+
+static const char usage_conflicts[] =
+	"usage: shoal [--home DIR] conflicts [FOLDER] [--json]\n"
+	"\n"
+	"Lists conflict copies. When two devices change a file at the same time, both\n"
+	"versions are kept: the newer one under the file's name, the other as\n"
+	"NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT, which syncs like any file.\n"
+	"Resolve by keeping the right content and deleting the copy.\n";
 
 static const char usage_device[] =
 	"usage: shoal [--home DIR] device add DEVICE_ID [--name NAME] [--addr HOST:PORT]...\n"
@@ -543,6 +586,26 @@ cmd_folder(int argc, char **argv)
 		return folder_remove(argc, argv);
 	if (strcmp(sub, "list") == 0)
 		return folder_list(argc > 1 && strcmp(argv[1], "--json") == 0);
+	if (strcmp(sub, "revert") == 0) {
+		char cmd[128], *reply = NULL, *home = home_resolve(opt_home);
+		if (argc != 2 || strlen(argv[1]) > 64)
+			die_usage(usage_folder);
+		snprintf(cmd, sizeof(cmd), "revert %s", argv[1]);
+		int rc = ctl_request(home, cmd, &reply);
+		free(home);
+		if (rc != 0) {
+			fprintf(stderr, "shoal: the agent is not running; start it to revert\n");
+			return 1;
+		}
+		int ok = strcmp(reply, "ok") == 0;
+		if (ok)
+			printf("folder %s: local changes reverted; the cluster's versions are being "
+			       "pulled\n", argv[1]);
+		else
+			fprintf(stderr, "shoal: %s\n", reply);
+		free(reply);
+		return ok ? 0 : 1;
+	}
 	die_usage(usage_folder);
 	return 2;
 }
@@ -735,6 +798,201 @@ cmd_run(int argc, char **argv)
 	return agent_run(opt_home, listen, no_mdns);
 }
 
+static int
+cmd_events(int argc, char **argv)
+{
+	static const struct option opts[] = {{"since", required_argument, NULL, 's'},
+					     {"json", no_argument, NULL, 'j'},
+					     {0}};
+	unsigned long long since = 0;
+	int json = 0, c, fd;
+	char *home, *path, buf[65536], cmd[64];
+	struct sockaddr_un sa;
+	struct strbuf line;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_events, stdout);
+		return 0;
+	}
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 's')
+			since = strtoull(optarg, NULL, 10);
+		else if (c == 'j')
+			json = 1;
+		else
+			die_usage(usage_events);
+	}
+	if (optind != argc)
+		die_usage(usage_events);
+	home = home_resolve(opt_home);
+	path = home_file(home, "control.sock");
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	free(path);
+	free(home);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		fprintf(stderr, "shoal: the agent is not running\n");
+		return 1;
+	}
+	snprintf(cmd, sizeof(cmd), "events %llu\n", since);
+	if (write(fd, cmd, strlen(cmd)) < 0) {
+		close(fd);
+		return 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	strbuf_init(&line);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (json) {
+			fwrite(buf, 1, (size_t)n, stdout);
+			continue;
+		}
+		/* People get "time type key=value ..." per event. */
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				strbuf_add(&line, &buf[i], 1);
+				continue;
+			}
+			struct jv *v = line.buf ? jv_parse(line.buf) : NULL;
+			if (v) {
+				printf("%s %6.0f %-20s", jv_str(jv_get(v, "time"), "?"),
+				       jv_num(jv_get(v, "seq")), jv_str(jv_get(v, "type"), "?"));
+				for (size_t k = 0; k < v->n; k++) {
+					const char *key = v->keys[k];
+					const struct jv *x = v->items[k];
+					if (!strcmp(key, "seq") || !strcmp(key, "time") || !strcmp(key, "type"))
+						continue;
+					if (x->type == JV_STR)
+						printf(" %s=%s", key, x->str);
+					else if (x->type == JV_NUM)
+						printf(" %s=%.0f", key, x->num);
+					else if (x->type == JV_BOOL)
+						printf(" %s=%s", key, x->b ? "true" : "false");
+				}
+				printf("\n");
+				jv_free(v);
+			}
+			line.len = 0;
+			if (line.buf)
+				line.buf[0] = '\0';
+		}
+	}
+	strbuf_release(&line);
+	close(fd);
+	return 0;
+}
+
+static int
+cmd_scan(int argc, char **argv)
+{
+	int wait = 0;
+	const char *pos[2] = {NULL, NULL};
+	int npos = 0;
+	char cmd[8192], *reply = NULL, *home;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_scan, stdout);
+		return 0;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--wait") == 0)
+			wait = 1;
+		else if (npos < 2 && argv[i][0] != '-')
+			pos[npos++] = argv[i];
+		else
+			die_usage(usage_scan);
+	}
+	if (npos < 1)
+		die_usage(usage_scan);
+	if (snprintf(cmd, sizeof(cmd), "%s %s%s%s", wait ? "scanwait" : "scan", pos[0],
+		     pos[1] ? " " : "", pos[1] ? pos[1] : "") >= (int)sizeof(cmd))
+		die_usage(usage_scan);
+	home = home_resolve(opt_home);
+	int rc = ctl_request(home, cmd, &reply);
+	free(home);
+	if (rc != 0) {
+		fprintf(stderr, "shoal: the agent is not running (a scan happens when it starts)\n");
+		return 1;
+	}
+	int ok = strcmp(reply, "ok") == 0;
+	if (!ok)
+		fprintf(stderr, "shoal: %s\n", reply);
+	else if (wait)
+		printf("scan of %s%s%s done\n", pos[0], pos[1] ? " " : "", pos[1] ? pos[1] : "");
+	free(reply);
+	return ok ? 0 : 1;
+}
+
+static int
+cmd_ls(int argc, char **argv)
+{
+	static const struct option opts[] = {{"cursor", required_argument, NULL, 'c'},
+					     {"limit", required_argument, NULL, 'l'},
+					     {"json", no_argument, NULL, 'j'},
+					     {0}};
+	const char *cursor = NULL;
+	long limit = 500;
+	int json = 0, c;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_ls, stdout);
+		return 0;
+	}
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'c')
+			cursor = optarg;
+		else if (c == 'l')
+			limit = atol(optarg);
+		else if (c == 'j')
+			json = 1;
+		else
+			die_usage(usage_ls);
+	}
+	if (argc - optind < 1 || argc - optind > 2 || limit <= 0 || limit > 100000)
+		die_usage(usage_ls);
+	char *path = argc - optind == 2 ? strdup(argv[optind + 1]) : NULL;
+	if (path) {
+		size_t n = strlen(path);
+		while (n > 0 && path[n - 1] == '/')
+			path[--n] = '\0';
+	}
+	char *home = home_resolve(opt_home);
+	int rc = ls_run(home, argv[optind], path, cursor, (size_t)limit, json);
+	free(home);
+	free(path);
+	return rc;
+}
+
+static int
+cmd_conflicts(int argc, char **argv)
+{
+	int json = 0;
+	const char *folder = NULL;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_conflicts, stdout);
+		return 0;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else if (!folder && argv[i][0] != '-')
+			folder = argv[i];
+		else
+			die_usage(usage_conflicts);
+	}
+	char *home = home_resolve(opt_home);
+	int rc = conflicts_run(home, folder, json);
+	free(home);
+	return rc;
+}
+
 /* Status when no agent runs: the configuration and what the database knows. */
 static void
 status_offline(const char *home, struct json *j)
@@ -877,14 +1135,24 @@ status_human(const char *text)
 		       "items, %s\n",
 		       jv_num(jv_get(loc, "files")), b1, jv_num(jv_get(glob, "files")), b2,
 		       jv_num(jv_get(need, "files")), b3);
-		if (gb > 0 && nb > 0) {
-			int pct = (int)(100.0 * (gb - nb) / gb);
-			char bar[33];
+		const struct jv *pr = jv_get(f, "progress");
+		if (pr && pr->type == JV_OBJ) {
+			double done = jv_num(jv_get(pr, "bytes_done")), tot = jv_num(jv_get(pr, "bytes_total"));
+			double rate = jv_num(jv_get(pr, "bytes_per_s"));
+			const struct jv *eta = jv_get(pr, "eta_s");
+			int pct = tot > 0 ? (int)(100.0 * done / tot) : 0;
+			char bar[33], rb[32];
 			int fill = pct * 32 / 100;
+			if (pct > 100)
+				pct = 100;
 			for (int k = 0; k < 32; k++)
 				bar[k] = k < fill ? '#' : '.';
 			bar[32] = '\0';
-			printf("               [%s] %d%%\n", bar, pct < 0 ? 0 : pct);
+			fmt_bytes((uint64_t)rate, rb, sizeof(rb));
+			printf("               [%s] %3d%%  %s/s", bar, pct, rb);
+			if (eta && eta->type == JV_NUM)
+				printf("  ETA %dm%02ds", (int)eta->num / 60, (int)eta->num % 60);
+			printf("\n");
 		}
 		const char *err = jv_str(jv_get(f, "error"), NULL);
 		if (err)
@@ -1007,6 +1275,14 @@ main(int argc, char **argv)
 		return cmd_folder(argc, argv);
 	if (strcmp(cmd, "device") == 0)
 		return cmd_device(argc, argv);
+	if (strcmp(cmd, "events") == 0)
+		return cmd_events(argc, argv);
+	if (strcmp(cmd, "scan") == 0)
+		return cmd_scan(argc, argv);
+	if (strcmp(cmd, "ls") == 0)
+		return cmd_ls(argc, argv);
+	if (strcmp(cmd, "conflicts") == 0)
+		return cmd_conflicts(argc, argv);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage_main, stdout);
 		return 0;

@@ -18,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #include "agent/agent.h"
+#include "agent/events.h"
 #include "agent/fsops.h"
 #include "agent/log.h"
 #include "agent/util.h"
@@ -61,6 +63,8 @@ struct need_item {
 	struct store_counter *version;
 	size_t nversion;
 	struct disk_state local; /* what the local index says is on disk */
+	uint64_t conflict_loser; /* non-zero: keep the local file as a conflict copy; the
+				    short ID of the device that made the losing edit */
 };
 
 struct pull_file;
@@ -88,6 +92,8 @@ struct pull_file {
 	int failed;
 	int changed; /* the target changed on disk since the last scan */
 	struct disk_state expect;
+	uint64_t conflict_loser;
+	char conflict[300]; /* the conflict copy's name in the same directory, if any */
 	struct stat st;
 };
 
@@ -146,6 +152,71 @@ static struct block_req *reqtab[REQTAB];
 static void pull_advance(struct puller *p);
 static void touch_parent(struct puller *p, const char *name, size_t len);
 
+/* ---- conflicts ---- */
+
+/* The device whose counter is highest in v: the one that made the last edit. */
+static uint64_t
+vv_last_modifier(const struct store_counter *v, size_t n)
+{
+	uint64_t id = 0, max = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].value > max || (v[i].value == max && v[i].id > id)) {
+			max = v[i].value;
+			id = v[i].id;
+		}
+	}
+	return id;
+}
+
+/*
+ * Decides a conflict between concurrent versions so that every device decides
+ * the same: an edit beats a delete; else the newer mtime wins, and on a tie the
+ * version last changed by the device with the larger short ID. Returns 0 when
+ * the local version wins, 1 when the remote one wins and the local one is a
+ * delete (nothing to keep), 2 when the remote one wins over a local edit.
+ */
+static int
+conflict_remote_wins(const struct store_file *r, const struct store_file *l)
+{
+	int rdel = !!(r->flags & STORE_FLAG_DELETED), ldel = !!(l->flags & STORE_FLAG_DELETED);
+	if (rdel != ldel)
+		return ldel ? 1 : 0;
+	if (rdel)
+		return 0; /* both deleted: nothing to do */
+	if (r->mtime_s != l->mtime_s || r->mtime_ns != l->mtime_ns)
+		return (r->mtime_s > l->mtime_s ||
+			(r->mtime_s == l->mtime_s && r->mtime_ns > l->mtime_ns))
+			       ? 2
+			       : 0;
+	return vv_last_modifier(r->version, r->nversion) >
+			       vv_last_modifier(l->version, l->nversion)
+		       ? 2
+		       : 0;
+}
+
+/*
+ * NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT in the same directory, DEVICE
+ * being the first seven characters of the losing editor's device ID.
+ */
+static void
+conflict_name(const char *base, uint64_t loser, char *out, size_t len)
+{
+	static const char b32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+	char dev[8], stamp[32];
+	const char *dot = strrchr(base, '.');
+	time_t now = time(NULL);
+	struct tm tm;
+
+	for (int i = 0; i < 7; i++)
+		dev[i] = b32[(loser >> (59 - 5 * i)) & 31];
+	dev[7] = '\0';
+	localtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+	if (!dot || dot == base)
+		dot = base + strlen(base);
+	snprintf(out, len, "%.*s.sync-conflict-%s-%s%s", (int)(dot - base), base, stamp, dev, dot);
+}
+
 /* ---- planning ---- */
 
 struct plan_ctx {
@@ -166,7 +237,7 @@ plan_one(const struct store_file *r, void *arg)
 	struct plan_ctx *x = arg;
 	struct store_file l;
 	int have, local_live = 0;
-	uint64_t local_size = 0;
+	uint64_t local_size = 0, conflict_loser = 0;
 	struct disk_state ds;
 	int rc;
 
@@ -191,10 +262,17 @@ plan_one(const struct store_file *r, void *arg)
 		local_size = l.size;
 		int want = o == VV_GREATER;
 		if (o == VV_CONCURRENT) {
-			if (x->mode == MODE_RECEIVE && !(l.flags & STORE_FLAG_LOCALCHANGE))
-				want = 1;
-			else
-				x->conflicts++;
+			if (x->mode == MODE_RECEIVE) {
+				want = !(l.flags & STORE_FLAG_LOCALCHANGE);
+			} else {
+				/* Both changed it: every device picks the same winner. */
+				int w = conflict_remote_wins(r, &l);
+				want = w != 0;
+				if (w == 2 && l.type == STORE_FILE && r->type == STORE_FILE &&
+				    !(l.flags & STORE_FLAG_DELETED))
+					conflict_loser = vv_last_modifier(l.version, l.nversion);
+				x->conflicts += !want;
+			}
 		}
 		store_file_release(&l);
 		if (!want)
@@ -233,6 +311,7 @@ plan_one(const struct store_file *r, void *arg)
 		it->local_live = local_live;
 		it->local_size = local_size;
 		it->local = ds;
+		it->conflict_loser = conflict_loser;
 		x->n++;
 	}
 	x->need.files++;
@@ -688,6 +767,7 @@ write_done(uv_work_t *w, int status)
 	pf->pending--;
 	if (status == 0 && j->rc == 0) {
 		pf->done_blocks++;
+		p->f->pull_done_bytes += j->len;
 		if (j->src_name)
 			p->bytes_local += j->len;
 		else
@@ -866,6 +946,17 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return rc == STORE_ENOTFOUND ? 0 : rc;
 	}
 	pf->expect = it->local;
+	pf->conflict_loser = it->conflict_loser;
+	{
+		struct json *j = events_begin(p->f->ag, "item_started");
+		json_key(j, "folder");
+		json_str(j, p->f->id);
+		json_key(j, "item");
+		json_str(j, pf->name);
+		json_key(j, "size");
+		json_u64(j, pf->rf.size);
+		events_end(p->f->ag, j, 0);
+	}
 	pf->offsets = malloc((pf->rf.nblocks ? pf->rf.nblocks : 1) * sizeof(*pf->offsets));
 	if (!pf->offsets) {
 		pf->failed = 1;
@@ -932,6 +1023,16 @@ finish_work(uv_work_t *w)
 			pf->changed = 1;
 			continue;
 		}
+		if (pf->conflict_loser) {
+			/* Keep the losing local edit next to the winner; it syncs as a new file. */
+			conflict_name(pf->base, pf->conflict_loser, pf->conflict, sizeof(pf->conflict));
+			if (strlen(pf->conflict) > 255 ||
+			    renameat(pf->dirfd, pf->base, pf->dirfd, pf->conflict) != 0) {
+				pf->failed = errno ? errno : ENAMETOOLONG;
+				pf->conflict[0] = '\0';
+				continue;
+			}
+		}
 		if (renameat(pf->dirfd, pf->tmp, pf->dirfd, pf->base) != 0) {
 			/* A directory the cluster replaced by this file goes once it is empty. */
 			if (!((errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST) &&
@@ -955,6 +1056,32 @@ finish_work(uv_work_t *w)
 			lastdir = (int)ds.st_ino;
 		}
 	}
+}
+
+static void
+note_conflict(struct puller *p, struct pull_file *pf)
+{
+	size_t dl = (size_t)(pf->base - pf->name);
+	char *copy = malloc(dl + strlen(pf->conflict) + 1);
+	struct json *j;
+
+	if (!copy)
+		return;
+	memcpy(copy, pf->name, dl);
+	strcpy(copy + dl, pf->conflict);
+	log_warn("%s: conflict on %s: both devices changed it; the other version wins, this "
+		 "device's edit is kept as %s",
+		 p->f->id, pf->name, copy);
+	j = events_begin(p->f->ag, "conflict");
+	json_key(j, "folder");
+	json_str(j, p->f->id);
+	json_key(j, "item");
+	json_str(j, pf->name);
+	json_key(j, "copy");
+	json_str(j, copy);
+	events_end(p->f->ag, j, 1);
+	folder_add_scope(p->f, copy); /* scanned and sent like any new file */
+	p->f->scan_wanted = 1;
 }
 
 static void
@@ -985,7 +1112,20 @@ finish_done(uv_work_t *w, int status)
 			if (pull_record(p, &pf->rf, &pf->st, 1) != 0)
 				p->failures++;
 			p->done_files++;
+			if (pf->conflict[0])
+				note_conflict(p, pf);
 		}
+		struct json *ev = events_begin(p->f->ag, "item_finished");
+		json_key(ev, "folder");
+		json_str(ev, p->f->id);
+		json_key(ev, "item");
+		json_str(ev, pf->name);
+		json_key(ev, "error");
+		if (pf->failed && !pf->changed)
+			json_str(ev, "failed");
+		else
+			json_null(ev);
+		events_end(p->f->ag, ev, 0);
 		pf_free(pf);
 	}
 	free(j->files);
@@ -1278,6 +1418,25 @@ pull_end(struct puller *p)
 		f->scan_wanted = 1;
 		f->pull_wanted = 1;
 	}
+	{
+		struct json *j = events_begin(f->ag, p->failures || p->aborted ? "transfer_failed"
+									       : "transfer_completed");
+		json_key(j, "folder");
+		json_str(j, f->id);
+		json_key(j, "items");
+		json_u64(j, p->done_files);
+		json_key(j, "failed");
+		json_u64(j, p->failures);
+		json_key(j, "bytes_from_peers");
+		json_u64(j, p->bytes_net);
+		json_key(j, "bytes_reused");
+		json_u64(j, p->bytes_local);
+		json_key(j, "seconds");
+		json_dbl(j, (double)(now_ms() - p->started_ms) / 1000.0);
+		events_end(f->ag, j, 1);
+	}
+	f->pull_total_bytes = f->pull_done_bytes = 0;
+	f->pull_rate = f->pull_rate_mark_ms = 0;
 	if (!p->aborted)
 		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally, %zu "
 			 "failed, %.2f s",
@@ -1446,6 +1605,19 @@ pull_start(struct folder *f)
 	p->started_ms = now_ms();
 	f->pull = p;
 	log_info("%s: pulling %zu items (%.1f MB)", f->id, x.n, (double)x.need.bytes / 1e6);
+	f->pull_total_bytes = x.need.bytes;
+	f->pull_done_bytes = 0;
+	f->pull_rate = 0;
+	f->pull_rate_mark_ms = now_ms();
+	f->pull_rate_mark_bytes = 0;
+	struct json *j = events_begin(ag, "transfer_started");
+	json_key(j, "folder");
+	json_str(j, f->id);
+	json_key(j, "items");
+	json_u64(j, x.n);
+	json_key(j, "bytes");
+	json_u64(j, x.need.bytes);
+	events_end(ag, j, 1);
 	pull_advance(p);
 	return 0;
 }
