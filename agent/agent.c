@@ -134,24 +134,60 @@ str_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Sorts the scopes and drops those equal to or under another one. */
+/* True when scope covers path: equal, or path is under it. */
+static int
+scope_covers(const char *scope, const char *path)
+{
+	size_t pl = strlen(scope);
+	return strncmp(path, scope, pl) == 0 && (path[pl] == '\0' || path[pl] == '/');
+}
+
+/*
+ * Hands the folder's scopes to a scan: sorted, without duplicates, without a
+ * scope under another one, and without a directory's own entry (a shallow
+ * scope) that a deep scope already covers.
+ */
 static void
 folder_take_scopes(struct folder *f, char ***out, size_t *nout)
 {
 	char **v = f->scan_scopes;
 	size_t n = f->nscan_scopes, w = 0;
+	char *keep = calloc(n ? n : 1, 1);
+	ssize_t last_deep = -1;
 
-	qsort(v, n, sizeof(*v), str_cmp);
-	for (size_t i = 0; i < n; i++) {
-		if (w > 0) {
-			size_t pl = strlen(v[w - 1]);
-			if (strncmp(v[i], v[w - 1], pl) == 0 && (v[i][pl] == '\0' || v[i][pl] == '/')) {
-				free(v[i]);
-				continue;
-			}
-		}
-		v[w++] = v[i];
+	if (!keep) {
+		/* No memory for the bookkeeping: scan the whole folder instead. */
+		folder_drop_scopes(f);
+		*out = NULL;
+		*nout = 0;
+		return;
 	}
+	qsort(v, n, sizeof(*v), str_cmp); /* shallow scopes ('\1'...) sort first */
+	for (size_t i = 0; i < n; i++) {
+		keep[i] = 1;
+		if (v[i][0] == SCOPE_SHALLOW) {
+			keep[i] = !(i > 0 && strcmp(v[i], v[i - 1]) == 0);
+			continue;
+		}
+		if (last_deep >= 0 && scope_covers(v[last_deep], v[i]))
+			keep[i] = 0;
+		else
+			last_deep = (ssize_t)i;
+	}
+	for (size_t i = 0; i < n && n < 2000; i++) {
+		if (!keep[i] || v[i][0] != SCOPE_SHALLOW)
+			continue;
+		for (size_t k = 0; k < n; k++)
+			if (keep[k] && v[k][0] != SCOPE_SHALLOW && scope_covers(v[k], v[i] + 1))
+				keep[i] = 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (keep[i])
+			v[w++] = v[i];
+		else
+			free(v[i]);
+	}
+	free(keep);
 	*out = v;
 	*nout = w;
 	f->scan_scopes = NULL;
@@ -555,7 +591,7 @@ agent_reload(struct agent *ag)
 /* ---- timers ---- */
 
 /* Transfer progress, about once a second while a folder pulls: bytes, speed, ETA. */
-static void
+void
 folder_progress_event(struct folder *f, uint64_t now)
 {
 	struct json *j;
@@ -692,14 +728,9 @@ on_kick(uv_timer_t *t)
 				continue;
 			}
 			f->pull_wanted = 0;
-			int prev = f->state;
-			if (f->state != FOLDER_ERROR)
-				folder_set_state(f, FOLDER_SYNCING);
+			/* pull_start() sets the folder syncing when there is something to pull. */
 			int rc = pull_start(f);
 			if (rc != 0) {
-				if (f->state == FOLDER_SYNCING)
-					folder_set_state(f, prev == FOLDER_ERROR ? FOLDER_ERROR
-										 : FOLDER_IDLE);
 				if (rc < 0)
 					folder_set_error(f, "cannot plan the pull: %s",
 							 store_strerror(rc));

@@ -199,9 +199,17 @@ void folder_job_done(struct folder *f);
  * -EBUSY (a scan or pull runs: try again) or a store error.
  */
 int folder_revert(struct folder *f);
-/* Adds a path (taken over) to the folder's next scoped scan. Returns 0 or -ENOMEM. */
+/*
+ * Adds a path (taken over) to the folder's next scoped scan. Returns 0 or
+ * -ENOMEM. A path that starts with SCOPE_SHALLOW names a directory whose own
+ * entry (mode, mtime) is rescanned without what is under it.
+ */
+#define SCOPE_SHALLOW '\1'
+
 int folder_add_scope(struct folder *f, char *path);
 void folder_set_state(struct folder *f, enum folder_state s);
+/* Emits a transfer_progress event for the folder's running pull (also at its start and end). */
+void folder_progress_event(struct folder *f, uint64_t now);
 /* A scan of f finished: answer `shoal scan --wait` clients it covered. */
 void control_scan_finished(struct agent *ag, struct folder *f);
 

@@ -655,6 +655,7 @@ struct svc_view {
 	int found;
 	int protect_system; /* 0 no, 1 yes, 2 full, 3 strict */
 	int protect_home;   /* 0 no, 1 read-only, 2 yes or tmpfs (hidden) */
+	int private_tmp;    /* its own /tmp and /var/tmp */
 	char **rw;
 	size_t nrw;
 };
@@ -755,6 +756,8 @@ svc_read(struct svc_view *sv, const char *path)
 					     : strcmp(v, "full") == 0 ? 2
 					     : svc_bool(v)	      ? 1
 								      : 0;
+		} else if (strcmp(s, "PrivateTmp") == 0) {
+			sv->private_tmp = svc_bool(v);
 		} else if (strcmp(s, "ProtectHome") == 0) {
 			sv->protect_home = strcmp(v, "read-only") == 0		    ? 1
 					   : strcmp(v, "tmpfs") == 0 || svc_bool(v) ? 2
@@ -841,6 +844,8 @@ svc_blocks(const struct svc_view *sv, const char *path, int write)
 
 	for (size_t i = 0; i < sv->nrw && !listed; i++)
 		listed = path_under(path, sv->rw[i]);
+	if (sv->private_tmp && (path_under(path, "/tmp") || path_under(path, "/var/tmp")))
+		return xfmt("PrivateTmp=yes gives the service its own empty /tmp and /var/tmp");
 	for (size_t i = 0; i < 3; i++) {
 		if (!path_under(path, homes[i]))
 			continue;
@@ -920,16 +925,20 @@ check_folder(struct doctor *d, const struct cfg_folder *f, const struct svc_view
 		goto out;
 	}
 	if (sv && (why = svc_blocks(sv, f->path, want_write))) {
+		int in_tmp = path_under(f->path, "/tmp") || path_under(f->path, "/var/tmp");
+		int in_home = path_under(f->path, "/home") || path_under(f->path, "/root");
 		doc_add(d, DOC_FAIL, name,
 			xfmt("the system service shoal.service cannot %s %s: %s",
 			     want_write ? "write to" : "read", f->path, why),
-			xfmt("let it in with a drop-in: sudo systemctl edit shoal, add the lines "
-			     "[Service] and ReadWritePaths=%s%s, then sudo systemctl restart shoal "
-			     "(example: /usr/share/doc/shoal/folders.conf.example)",
-			     f->path,
-			     path_under(f->path, "/home") || path_under(f->path, "/root")
-				 ? " and ProtectHome=read-only"
-				 : ""));
+			in_tmp
+			    ? xfmt("keep the folder elsewhere, e.g. below /srv/shoal: shoal --home "
+				   "%s folder remove %s, move the directory, and add it again",
+				   d->home, f->id)
+			    : xfmt("let it in with a drop-in: sudo systemctl edit shoal, add the "
+				   "lines [Service] and ReadWritePaths=%s%s, then sudo systemctl "
+				   "restart shoal (example: "
+				   "/usr/share/doc/shoal/folders.conf.example)",
+				   f->path, in_home ? " and ProtectHome=read-only" : ""));
 		free(why);
 		goto out;
 	}

@@ -452,8 +452,11 @@ txn_record(struct store_txn *txn, void *arg)
 	for (size_t i = 0; i < p->nbatch; i++) {
 		p->batch[i].sequence = 0;
 		int rc = store_file_put(txn, p->f->num, STORE_LOCAL, &p->batch[i]);
-		if (rc != 0)
+		if (rc != 0) {
+			log_warn("%s: cannot record %.*s: %s", p->f->id, (int)p->batch[i].name_len,
+				 p->batch[i].name, store_strerror(rc));
 			return rc;
+		}
 	}
 	return 0;
 }
@@ -945,6 +948,10 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		free(pf);
 		return rc == STORE_ENOTFOUND ? 0 : rc;
 	}
+	/* rf outlives the read transaction: its name must not point into LMDB's memory. */
+	pf->rf.name = pf->name;
+	pf->rf.target = NULL;
+	pf->rf.target_len = 0;
 	pf->expect = it->local;
 	pf->conflict_loser = it->conflict_loser;
 	{
@@ -1435,6 +1442,7 @@ pull_end(struct puller *p)
 		json_dbl(j, (double)(now_ms() - p->started_ms) / 1000.0);
 		events_end(f->ag, j, 1);
 	}
+	folder_progress_event(f, now_ms());
 	f->pull_total_bytes = f->pull_done_bytes = 0;
 	f->pull_rate = f->pull_rate_mark_ms = 0;
 	if (!p->aborted)
@@ -1604,6 +1612,8 @@ pull_start(struct folder *f)
 	p->nitems = x.n;
 	p->started_ms = now_ms();
 	f->pull = p;
+	if (f->state != FOLDER_ERROR)
+		folder_set_state(f, FOLDER_SYNCING);
 	log_info("%s: pulling %zu items (%.1f MB)", f->id, x.n, (double)x.need.bytes / 1e6);
 	f->pull_total_bytes = x.need.bytes;
 	f->pull_done_bytes = 0;
@@ -1618,6 +1628,7 @@ pull_start(struct folder *f)
 	json_key(j, "bytes");
 	json_u64(j, x.need.bytes);
 	events_end(ag, j, 1);
+	folder_progress_event(f, now_ms());
 	pull_advance(p);
 	return 0;
 }

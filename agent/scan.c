@@ -130,7 +130,7 @@ static int walk_dir(struct scanner *s, const char *dir, int depth);
  * (taken over), and walks into it when it is a directory.
  */
 static int
-add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth)
+add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth, int recurse)
 {
 	struct scan_entry e;
 	struct stat st;
@@ -188,7 +188,7 @@ add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth)
 		free(e.target);
 		return rc;
 	}
-	if (e.type == STORE_DIR) {
+	if (e.type == STORE_DIR && recurse) {
 		char *sub = strdup(e.name);
 		if (!sub)
 			return -ENOMEM;
@@ -246,26 +246,31 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 		} else {
 			memcpy(name, n, nlen + 1);
 		}
-		if ((rc = add_entry(s, dirfd(d), n, name, depth)) != 0)
+		if ((rc = add_entry(s, dirfd(d), n, name, depth, 1)) != 0)
 			break;
 	}
 	closedir(d);
 	return rc;
 }
 
-/* Walks one scope: a path (file, link or directory) and all under it. */
+/*
+ * Walks one scope: a path (file, link or directory) and all under it. A scope
+ * that starts with SCOPE_SHALLOW is a directory's own entry only (its mtime
+ * changed because something in it was added or removed).
+ */
 static int
 walk_scope(struct scanner *s, const char *scope)
 {
 	const char *base;
 	char *name;
-	int dfd, rc;
+	int dfd, rc, shallow = scope[0] == SCOPE_SHALLOW;
 
+	scope += shallow;
 	dfd = fs_open_parent(s->rootfd, scope, &base);
 	if (dfd < 0)
 		return dfd == -ENOENT || dfd == -ENOTDIR ? 0 : dfd; /* gone: its entries are deleted */
 	name = strdup(scope);
-	rc = name ? add_entry(s, dfd, base, name, 1) : -ENOMEM;
+	rc = name ? add_entry(s, dfd, base, name, 1, !shallow) : -ENOMEM;
 	close(dfd);
 	return rc;
 }
@@ -289,7 +294,7 @@ walk_work(uv_work_t *w)
 		if (rc == -ENOMEM)
 			s->walk_err = rc;
 		else if (rc != 0)
-			unsure_add(s, s->scopes[i]);
+			unsure_add(s, s->scopes[i] + (s->scopes[i][0] == SCOPE_SHALLOW));
 	}
 }
 
@@ -870,7 +875,8 @@ walk_done(uv_work_t *w, int status)
 			rc = 0;
 			for (size_t k = 0; k < s->nscopes && rc >= 0; k++) {
 				struct store_file sf;
-				dx.scope = s->scopes[k];
+				int shallow = s->scopes[k][0] == SCOPE_SHALLOW;
+				dx.scope = s->scopes[k] + shallow;
 				dx.scope_len = strlen(dx.scope);
 				/* The scope itself, then what sorts after it. */
 				if (store_file_get(txn, f->num, STORE_LOCAL, dx.scope, dx.scope_len, 0,
@@ -878,7 +884,7 @@ walk_done(uv_work_t *w, int status)
 					rc = find_deleted(&sf, &dx);
 					store_file_release(&sf);
 				}
-				if (rc >= 0)
+				if (rc >= 0 && !shallow)
 					rc = store_files_each(txn, f->num, STORE_LOCAL, dx.scope,
 							      dx.scope_len, 0, find_deleted, &dx);
 			}

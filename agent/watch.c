@@ -236,6 +236,13 @@ on_inotify(uv_poll_t *h, int status, int events)
 			memcpy(path + len, ev->name, nl);
 			len += nl;
 			pend_add(d->f, path, len, now);
+			/* An entry added or removed changes the directory's own mtime. */
+			if (dl && (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {
+				char dir[4096 + 8];
+				dir[0] = SCOPE_SHALLOW;
+				memcpy(dir + 1, d->path, dl);
+				pend_add(d->f, dir, dl + 1, now);
+			}
 			any = 1;
 		}
 	}
