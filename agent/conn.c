@@ -1004,6 +1004,10 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 		break;
 	case PROTO_PING:
 		break;
+	case PROTO_JOIN:
+	case PROTO_JOIN_RESULT:
+		conn_close(c, "join message on an established connection");
+		break;
 	case PROTO_CLOSE:
 		log_info("%s closes the connection: %.*s", c->dev->idstr,
 			 (int)(m.u.close.reason.len > 200 ? 200 : m.u.close.reason.len),

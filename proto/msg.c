@@ -163,6 +163,23 @@ static const struct field close_fields[] = {
 };
 static const struct schema close_schema = SCHEMA(struct proto_close, NULL, close_fields);
 
+/* JOIN: [8, folder, secret, device_name] */
+static const struct field join_fields[] = {
+	F_STR(struct proto_join, folder, 1, PROTO_STR_MAX),
+	F_BIN(struct proto_join, secret, PROTO_INVITE_SECRET),
+	F_STR(struct proto_join, device_name, 0, PROTO_STR_MAX),
+};
+static int join_check(const void *obj);
+static const struct schema join_schema = SCHEMA(struct proto_join, join_check, join_fields);
+
+/* JOIN_RESULT: [9, code, message] */
+static const struct field join_result_fields[] = {
+	F_UINT(struct proto_join_result, code, PROTO_J_OK, PROTO_J_ERROR),
+	F_STR(struct proto_join_result, message, 0, PROTO_STR_MAX),
+};
+static const struct schema join_result_schema =
+	SCHEMA(struct proto_join_result, NULL, join_result_fields);
+
 /* The schema of each message type, indexed by enum proto_type. */
 static const struct schema *const msg_schemas[] = {
 	[PROTO_HELLO] = &hello_schema,
@@ -172,11 +189,20 @@ static const struct schema *const msg_schemas[] = {
 	[PROTO_RESPONSE] = &response_schema,
 	[PROTO_PING] = &ping_schema,
 	[PROTO_CLOSE] = &close_schema,
+	[PROTO_JOIN] = &join_schema,
+	[PROTO_JOIN_RESULT] = &join_result_schema,
 };
 #define NTYPES (sizeof(msg_schemas) / sizeof(msg_schemas[0]))
 /* clang-format on */
 
 /* ---- cross-field checks ---- */
+
+static int
+join_check(const void *obj)
+{
+	const struct proto_join *j = obj;
+	return j->secret.len == PROTO_INVITE_SECRET ? 0 : PROTO_EMALFORMED;
+}
 
 static int
 file_check(const void *obj)
@@ -649,4 +675,19 @@ proto_encode_close(struct proto_buf *b, const char *reason)
 	struct proto_close c = {.reason = {(const uint8_t *)reason, reason ? strlen(reason) : 0}};
 
 	return encode_msg(b, PROTO_CLOSE, &c, false);
+}
+
+int
+proto_encode_join(struct proto_buf *b, const struct proto_join *j)
+{
+	return encode_msg(b, PROTO_JOIN, j, false);
+}
+
+int
+proto_encode_join_result(struct proto_buf *b, uint32_t code, const char *message)
+{
+	struct proto_join_result r = {.code = code,
+				      .message = {(const uint8_t *)message, message ? strlen(message) : 0}};
+
+	return encode_msg(b, PROTO_JOIN_RESULT, &r, false);
 }

@@ -26,6 +26,8 @@ enum proto_type {
 	PROTO_RESPONSE = 5,
 	PROTO_PING = 6,
 	PROTO_CLOSE = 7,
+	PROTO_JOIN = 8,         /* an invited device claims its invite (instead of HELLO) */
+	PROTO_JOIN_RESULT = 9,  /* the owner's answer; the connection then closes */
 };
 
 struct proto_bytes {
@@ -117,6 +119,27 @@ struct proto_close {
 	struct proto_bytes reason;
 };
 
+#define PROTO_INVITE_SECRET 16
+
+struct proto_join {
+	struct proto_bytes folder;      /* the folder the invite is for */
+	struct proto_bytes secret;      /* PROTO_INVITE_SECRET bytes from the invite code */
+	struct proto_bytes device_name; /* what the owner calls the new member */
+};
+
+enum proto_jcode {
+	PROTO_J_OK = 0,      /* accepted: the member is added and the folder shared */
+	PROTO_J_WRONG = 1,   /* no such invite (wrong secret, revoked, other folder) */
+	PROTO_J_EXPIRED = 2,
+	PROTO_J_USED = 3,    /* no uses left */
+	PROTO_J_ERROR = 4,   /* the owner could not record it */
+};
+
+struct proto_join_result {
+	uint32_t code;       /* enum proto_jcode */
+	struct proto_bytes message;
+};
+
 struct proto_msg {
 	enum proto_type type;
 	union {
@@ -125,6 +148,8 @@ struct proto_msg {
 		struct proto_request request;
 		struct proto_response response;
 		struct proto_close close;
+		struct proto_join join;
+		struct proto_join_result join_result;
 	} u;
 	void *alloc; /* private: the arrays to free */
 };
@@ -172,5 +197,7 @@ int proto_encode_response_header(struct proto_buf *b, uint32_t id, uint32_t code
 int proto_encode_response(struct proto_buf *b, const struct proto_response *r);
 int proto_encode_ping(struct proto_buf *b);
 int proto_encode_close(struct proto_buf *b, const char *reason);
+int proto_encode_join(struct proto_buf *b, const struct proto_join *j);
+int proto_encode_join_result(struct proto_buf *b, uint32_t code, const char *message);
 
 #endif

@@ -31,6 +31,10 @@ proto_strerror(int rc)
 		return "out of memory";
 	case PROTO_EUNKNOWN:
 		return "unknown message type";
+	case -1007: /* PROTO_ECHECKSUM (proto/invite.h) */
+		return "the invite code is damaged (its checksum does not match): copy it again";
+	case -1008: /* PROTO_EPREFIX */
+		return "not an invite code (it should start with SHOAL1-)";
 	}
 	if (rc < 0 && rc > -4096) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)

@@ -98,8 +98,8 @@ check_msg(const struct proto_msg *m, const uint8_t *buf, size_t len)
 		for (size_t i = 0; i < h->nfolders; i++) {
 			check_str(h->folders[i].id, 1, PROTO_STR_MAX, buf, len);
 			check_str(h->folders[i].label, 0, PROTO_STR_MAX, buf, len);
-			FUZZ_ASSERT_UEQ(h->folders[i].flags & ~(uint32_t)(PROTO_FOLDER_SEND |
-									  PROTO_FOLDER_RECEIVE),
+			FUZZ_ASSERT_UEQ(h->folders[i].flags &
+					    ~(uint32_t)(PROTO_FOLDER_SEND | PROTO_FOLDER_RECEIVE),
 					0);
 		}
 		break;
@@ -235,6 +235,15 @@ msg_eq(const struct proto_msg *a, const struct proto_msg *b)
 	case PROTO_CLOSE:
 		bytes_eq(close_reason_sent(a->u.close.reason), b->u.close.reason);
 		break;
+	case PROTO_JOIN:
+		bytes_eq(a->u.join.folder, b->u.join.folder);
+		bytes_eq(a->u.join.secret, b->u.join.secret);
+		bytes_eq(a->u.join.device_name, b->u.join.device_name);
+		break;
+	case PROTO_JOIN_RESULT:
+		FUZZ_ASSERT_UEQ(a->u.join_result.code, b->u.join_result.code);
+		bytes_eq(close_reason_sent(a->u.join_result.message), b->u.join_result.message);
+		break;
 	}
 }
 
@@ -285,6 +294,18 @@ encode(struct proto_buf *b, const struct proto_msg *m, int split)
 			memcpy(reason, m->u.close.reason.p, m->u.close.reason.len);
 		reason[m->u.close.reason.len] = '\0';
 		rc = proto_encode_close(b, reason);
+		free(reason);
+		break;
+	case PROTO_JOIN:
+		rc = proto_encode_join(b, &m->u.join);
+		break;
+	case PROTO_JOIN_RESULT:
+		reason = malloc(m->u.join_result.message.len + 1);
+		FUZZ_ASSERT(reason != NULL);
+		if (m->u.join_result.message.len > 0)
+			memcpy(reason, m->u.join_result.message.p, m->u.join_result.message.len);
+		reason[m->u.join_result.message.len] = '\0';
+		rc = proto_encode_join_result(b, m->u.join_result.code, reason);
 		free(reason);
 		break;
 	}
