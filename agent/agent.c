@@ -19,6 +19,7 @@
 #include "agent/agent.h"
 #include "agent/events.h"
 #include "agent/home.h"
+#include "agent/invites.h"
 #include "agent/log.h"
 #include "agent/util.h"
 #include "crypto/sec.h"
@@ -453,6 +454,7 @@ agent_apply_config(struct agent *ag)
 			ag->devices = d;
 		}
 		d->mark = 0;
+		d->join_refused = 0; /* a new `shoal join` may carry a new invite */
 		free(d->name);
 		d->name = cp->name ? strdup(cp->name) : NULL;
 		for (size_t k = 0; k < d->naddrs; k++)
@@ -588,6 +590,40 @@ agent_reload(struct agent *ag)
 	return 0;
 }
 
+int
+agent_add_member(struct agent *ag, const unsigned char id[32], const char *name,
+		 const char *folder)
+{
+	struct config c;
+	struct cfg_peer *p;
+	struct cfg_folder *f;
+	char err[256];
+	int lock = invites_lock(ag->home), rc;
+
+	if (lock < 0)
+		return lock;
+	rc = config_load(&c, ag->config_path, err, sizeof(err));
+	if (rc == 0) {
+		p = config_peer(&c, id);
+		if (!p && !(p = config_add_peer(&c, id)))
+			rc = -ENOMEM;
+		if (rc == 0 && name[0] && !p->name)
+			rc = config_set_str(&p->name, name);
+		f = config_folder(&c, folder);
+		if (rc == 0 && !f)
+			rc = -ENOENT;
+		if (rc == 0)
+			rc = config_folder_share(f, id);
+		if (rc == 0)
+			rc = config_save(&c, ag->config_path);
+		config_release(&c);
+	}
+	invites_unlock(lock);
+	if (rc == 0)
+		rc = agent_reload(ag);
+	return rc;
+}
+
 /* ---- timers ---- */
 
 /* Transfer progress, about once a second while a folder pulls: bytes, speed, ETA. */
@@ -625,7 +661,8 @@ static void
 dial_devices(struct agent *ag, uint64_t now)
 {
 	for (struct device *d = ag->devices; d; d = d->next) {
-		if (d->mark || d->conn || d->dialing || d->naddrs == 0 || now < d->next_dial_ms)
+		if (d->mark || d->conn || d->dialing || d->naddrs == 0 || now < d->next_dial_ms ||
+		    d->join_refused)
 			continue;
 		int shares = 0;
 		for (struct folder *f = ag->folders; f; f = f->next)

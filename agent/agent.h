@@ -56,6 +56,7 @@ struct device {
 	size_t addr_ix;
 	uint64_t in_bytes, out_bytes; /* totals over all connections */
 	int mark;               /* reload bookkeeping */
+	int join_refused;       /* our invite for it was refused: stop dialling it */
 };
 
 enum folder_state { FOLDER_IDLE, FOLDER_SCANNING, FOLDER_SYNCING, FOLDER_ERROR };
@@ -144,6 +145,12 @@ int folder_shared_with(const struct folder *f, const struct device *d);
 
 /* Asks for folder work (scan or pull) on the next turn of the loop. */
 void agent_kick(struct agent *ag);
+/*
+ * An owner accepted an invite: adds the device to the configuration file and
+ * shares folder with it, then reloads. Returns 0 or a negative code.
+ */
+int agent_add_member(struct agent *ag, const unsigned char id[32], const char *name,
+		     const char *folder);
 /* Re-reads the configuration file and applies it. Returns 0 or a negative code. */
 int agent_reload(struct agent *ag);
 /* The folder's local index grew: tell every connected peer that shares it. */

@@ -20,6 +20,7 @@
 #include "agent/agent.h"
 #include "agent/events.h"
 #include "agent/fsops.h"
+#include "agent/invites.h"
 #include "agent/log.h"
 #include "agent/util.h"
 #include "crypto/sec.h"
@@ -57,6 +58,10 @@ struct conn {
 	int hs_step;
 	struct device *dev;
 	int got_hello;
+	int guest;             /* an unknown device that may claim an invite (dev is ours to free) */
+	int joining;           /* we sent JOIN and wait for the owner's answer */
+	int close_after_write; /* close once everything queued is written */
+	int guest_done;
 	struct sec_handshake *hs;
 	struct sec_cipher *tx, *rx;
 	uint8_t *rbuf;
@@ -99,6 +104,9 @@ struct serve_job {
 };
 
 static void conn_pump(struct conn *c);
+static int conn_send_join(struct conn *c);
+static void conn_on_join(struct conn *c, const struct proto_join *j);
+static void conn_on_join_result(struct conn *c, const struct proto_join_result *r);
 static void conn_update_reading(struct conn *c);
 
 struct device *
@@ -190,6 +198,10 @@ conn_free_if_done(struct conn *c)
 	if (*pp)
 		*pp = c->next;
 	serve_drop_waiting(c);
+	if (c->guest && c->dev) {
+		free(c->dev->name);
+		free(c->dev);
+	}
 	sec_handshake_free(c->hs);
 	sec_cipher_free(c->tx);
 	sec_cipher_free(c->rx);
@@ -245,7 +257,9 @@ conn_close(struct conn *c, const char *reason)
 	if (c->state == CONN_CLOSING)
 		return;
 	if (d) {
-		if (d->conn == c && !c->got_hello) {
+		if (d->conn == c && !c->got_hello && strcmp(reason, "joined") == 0) {
+			d->conn = NULL;
+		} else if (d->conn == c && !c->got_hello) {
 			log_warn("%s (%s) closed the connection before it was set up (%s): does it "
 				 "know this device, and share a folder with it?",
 				 d->name ? d->name : d->idstr, c->addr, reason);
@@ -293,6 +307,10 @@ on_write(uv_write_t *req, int status)
 	if (status < 0) {
 		if (status != UV_ECANCELED)
 			conn_close(c, uv_strerror(status));
+		return;
+	}
+	if (c->close_after_write && c->wqueued == 0) {
+		conn_close(c, "done");
 		return;
 	}
 	if (c->state == CONN_ACTIVE) {
@@ -963,6 +981,127 @@ conn_on_request(struct conn *c, const struct proto_request *r)
 	conn_update_reading(c);
 }
 
+/* ---- invites: the owner's side ---- */
+
+static void
+conn_on_join(struct conn *c, const struct proto_join *j)
+{
+	struct agent *ag = c->ag;
+	char folder[PROTO_INVITE_FIELD_MAX + 1], name[65], msg[200];
+	struct folder *f;
+	int code;
+
+	if (j->folder.len > PROTO_INVITE_FIELD_MAX) {
+		conn_close(c, "bad join");
+		return;
+	}
+	memcpy(folder, j->folder.p, j->folder.len);
+	folder[j->folder.len] = '\0';
+	f = agent_folder(ag, folder, j->folder.len);
+	if (!f) {
+		code = PROTO_J_WRONG;
+		snprintf(msg, sizeof(msg), "no folder %s here", folder);
+	} else {
+		code = invite_claim(ag->home, folder, j->secret.p, j->secret.len, msg, sizeof(msg));
+	}
+	/* A name for people: printable characters only. */
+	size_t nl = 0;
+	for (size_t i = 0; i < j->device_name.len && nl < sizeof(name) - 1; i++) {
+		unsigned char ch = j->device_name.p[i];
+		if (ch >= 0x20 && ch != 0x7f)
+			name[nl++] = (char)ch;
+	}
+	name[nl] = '\0';
+	if (code == PROTO_J_OK && agent_add_member(ag, c->dev->id, name, folder) != 0) {
+		code = PROTO_J_ERROR;
+		snprintf(msg, sizeof(msg), "the owner could not update its configuration");
+	}
+	if (code == PROTO_J_OK)
+		log_info("device %s (%s) joined folder %s with an invite", c->dev->idstr,
+			 name[0] ? name : "?", folder);
+	else
+		log_warn("device %s at %s presented an invite for %s that was refused: %s",
+			 c->dev->idstr, c->addr, folder, msg);
+	if (proto_encode_join_result(&c->out, (uint32_t)code, msg) == 0 && conn_send_buf(c) == 0)
+		c->close_after_write = 1;
+	else
+		conn_close(c, "cannot answer the join");
+	c->guest_done = 1;
+}
+
+/* ---- invites: the member's side ---- */
+
+/* Sends JOIN when an invite from this device is pending. Returns 1 if it did. */
+static int
+conn_send_join(struct conn *c)
+{
+	struct join *v = NULL;
+	size_t n = 0;
+	int sent = 0;
+
+	if (joins_load(c->ag->home, &v, &n) != 0)
+		return 0;
+	for (size_t i = 0; i < n && !sent; i++) {
+		if (memcmp(v[i].owner, c->dev->id, 32) != 0 || strcmp(v[i].state, "pending") != 0)
+			continue;
+		struct proto_join j;
+		const char *name = c->ag->cfg.name ? c->ag->cfg.name : "";
+		j.folder.p = (const uint8_t *)v[i].folder;
+		j.folder.len = strlen(v[i].folder);
+		j.secret.p = v[i].secret;
+		j.secret.len = PROTO_INVITE_SECRET;
+		j.device_name.p = (const uint8_t *)name;
+		j.device_name.len = strlen(name);
+		if (proto_encode_join(&c->out, &j) == 0 && conn_send_buf(c) == 0) {
+			c->joining = 1;
+			sent = 1;
+			log_info("presenting the invite for folder %s to %s", v[i].folder, c->dev->idstr);
+		}
+	}
+	sodium_memzero(v, n * sizeof(*v));
+	free(v);
+	return sent;
+}
+
+static void
+conn_on_join_result(struct conn *c, const struct proto_join_result *r)
+{
+	struct device *d = c->dev;
+	struct join *v = NULL;
+	size_t n = 0;
+	char msg[200];
+	int lock = invites_lock(c->ag->home);
+
+	snprintf(msg, sizeof(msg), "%.*s", (int)(r->message.len > 190 ? 190 : r->message.len),
+		 (const char *)r->message.p);
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	if (lock >= 0 && joins_load(c->ag->home, &v, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (memcmp(v[i].owner, d->id, 32) != 0 || strcmp(v[i].state, "pending") != 0)
+				continue;
+			snprintf(v[i].state, sizeof(v[i].state), "%s",
+				 r->code == PROTO_J_OK ? "accepted" : "refused");
+			snprintf(v[i].message, sizeof(v[i].message), "%s", msg);
+		}
+		joins_save(c->ag->home, v, n);
+	}
+	free(v);
+	invites_unlock(lock);
+	c->joining = 0;
+	if (r->code == PROTO_J_OK) {
+		log_info("%s accepted the invite: %s", d->idstr, msg);
+		d->backoff_ms = 0;
+		d->next_dial_ms = 0; /* reconnect at once, now as a known device */
+		conn_close(c, "joined");
+	} else {
+		log_error("%s refused the invite: %s", d->idstr, msg);
+		d->join_refused = 1;
+		conn_close(c, "invite refused");
+	}
+}
+
 /* ---- message dispatch ---- */
 
 static void
@@ -976,6 +1115,23 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 			 proto_strerror(rc));
 		conn_close(c, "malformed message");
 		return;
+	}
+	if (c->guest) {
+		if (m.type == PROTO_JOIN) {
+			conn_on_join(c, &m.u.join);
+		} else {
+			log_warn("refused unknown device %s at %s: it presented no invite",
+				 c->dev->idstr, c->addr);
+			conn_close(c, "an unknown device must present an invite first");
+		}
+		goto out;
+	}
+	if (c->joining) {
+		if (m.type == PROTO_JOIN_RESULT)
+			conn_on_join_result(c, &m.u.join_result);
+		else
+			conn_close(c, "expected the answer to our invite");
+		goto out;
 	}
 	if (!c->got_hello && m.type != PROTO_HELLO) {
 		conn_close(c, "message before hello");
@@ -1035,6 +1191,8 @@ conn_authenticated(struct conn *c)
 		return;
 	}
 	c->state = CONN_ACTIVE;
+	if (c->guest)
+		return; /* it must claim an invite with JOIN first */
 	if (d->dialing == c)
 		d->dialing = NULL;
 	if (d->conn) {
@@ -1055,6 +1213,8 @@ conn_authenticated(struct conn *c)
 		}
 	}
 	d->conn = c;
+	if (conn_send_join(c))
+		return;
 	if (conn_send_hello(c) != 0)
 		conn_close(c, "cannot send hello");
 }
@@ -1132,6 +1292,21 @@ conn_on_handshake(struct conn *c, const uint8_t *p, size_t len)
 			return;
 		}
 		struct device *d = rc == 0 ? agent_device(c->ag, devid) : NULL;
+		if (!d && rc == 0 && invites_any(c->ag->home)) {
+			/* Maybe an invited device: it gets nothing until a JOIN checks out. */
+			d = calloc(1, sizeof(*d));
+			if (!d) {
+				conn_close(c, "out of memory");
+				return;
+			}
+			d->ag = c->ag;
+			memcpy(d->id, devid, 32);
+			sec_devid_format(d->id, d->idstr);
+			d->short_id = sec_devid_short(d->id);
+			c->guest = 1;
+			log_info("unknown device %s at %s: waiting for it to present an invite",
+				 d->idstr, c->addr);
+		}
 		if (!d) {
 			sec_devid_format(devid, idstr);
 			log_warn("refused connection from unknown device %s at %s", idstr, c->addr);

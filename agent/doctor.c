@@ -467,7 +467,8 @@ agent_status(const char *home)
 	if (fd < 0)
 		return NULL;
 	strbuf_init(&sb);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || write(fd, "status\n", 7) != 7)
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    send(fd, "status\n", 7, MSG_NOSIGNAL) != 7)
 		goto out;
 	/* The reply is one line; stop at its end or when the agent closes. */
 	while (!sb.len || sb.buf[sb.len - 1] != '\n') {
@@ -973,7 +974,8 @@ is_service_home(const char *home)
 /*
  * Counts the directories at and below dirfd, as the watcher will watch them:
  * not following symlinks, skipping .shoal* names. Stops once *count exceeds
- * stop. Closes dirfd.
+ * stop. Holds one descriptor per level, so a tree deeper than the descriptor
+ * limit is undercounted. Closes dirfd.
  */
 static void
 count_dirs(int dirfd, uint64_t *count, uint64_t stop)

@@ -5,7 +5,12 @@
  * HOME/config under HOME/config.lock and then asks a running agent (through
  * the control socket) to reload, so the change takes effect at once.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <sodium.h>
+#include <time.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -20,11 +25,14 @@
 
 #include "agent/agent.h"
 #include "agent/config.h"
+#include "agent/doctor.h"
+#include "agent/invites.h"
 #include "agent/home.h"
 #include "agent/json.h"
 #include "agent/listing.h"
 #include "agent/log.h"
 #include "agent/util.h"
+#include "proto/invite.h"
 #include "crypto/sec.h"
 
 static const char *opt_home;
@@ -46,6 +54,11 @@ static const char usage_main[] =
 	"                                     page through the cluster's view of a folder\n"
 	"  scan FOLDER [PATH] [--wait]        rescan now (a path, or the whole folder)\n"
 	"  conflicts [FOLDER] [--json]        list conflict copies\n"
+	"  invite FOLDER_ID [--expires 24h] [--uses 1] [--addr HOST:PORT]...\n"
+	"                                     print a one-line invite code for a new member\n"
+	"  invite --list [--json] | --revoke ID\n"
+	"  join CODE PATH                     accept an invite: PATH becomes a receive-only copy\n"
+	"  doctor [--json]                    check this machine and explain what to fix\n"
 	"  folder add ID PATH [--mode send|receive|send-receive] [--label LABEL]\n"
 	"  folder share ID DEVICE_ID          share a folder with a device\n"
 	"  folder unshare ID DEVICE_ID        stop sharing it\n"
@@ -134,6 +147,44 @@ static const char usage_scan[] =
 	"Asks the running agent to rescan FOLDER now, or only PATH in it (a file or a\n"
 	"directory with everything under it): for mounts the watcher cannot see, and for\n"
 	"scripts. With --wait, returns when that scan has finished.\n";
+
+static const char usage_doctor[] =
+	"usage: shoal [--home DIR] doctor [--json]\n"
+	"\n"
+	"Checks what the agent needs and says how to fix what is wrong: the state\n"
+	"directory's owner and permissions and the device key's, the configuration,\n"
+	"the clock, whether the listen port is free (or held by this agent), whether\n"
+	"avahi-daemon answers, that each folder exists, is writable and has its\n"
+	".shoal-folder marker (and, for the system service, lies in its\n"
+	"ReadWritePaths), the inotify watch limit against the folders' directories,\n"
+	"and free disk space. Run it as the user the agent runs as, e.g.\n"
+	"  sudo -u shoal shoal --home /var/lib/shoal doctor\n"
+	"Each check prints \"ok\", \"warn\" or \"fail\", its name and an explanation,\n"
+	"and for a problem a \"fix:\" line. With --json, one object:\n"
+	"{\"checks\":[{\"name\",\"status\",\"message\",\"fix\"}],\"ok\":BOOL}.\n"
+	"Exits 0 when no check failed, 1 otherwise.\n";
+
+static const char usage_invite[] =
+	"usage: shoal [--home DIR] invite FOLDER_ID [--expires DURATION] [--uses N] [--addr HOST:PORT]...\n"
+	"       shoal [--home DIR] invite --list [--json]\n"
+	"       shoal [--home DIR] invite --revoke ID\n"
+	"\n"
+	"Prints a one-line invite code (last line) for FOLDER_ID. Whoever runs\n"
+	"`shoal join CODE PATH` with it becomes a member: a receive-only copy of the\n"
+	"folder that gets every later change. The code holds this device's ID (the\n"
+	"member pins that key), the folder, a secret (kept here only as a hash) and\n"
+	"where to reach this device: the --addr given, else the listen address (its\n"
+	"host interfaces when listening on all of them); devices on the LAN also find\n"
+	"each other by mDNS. DURATION is like 30m, 24h (the default) or 7d; N uses\n"
+	"(default 1). --list shows the invites with their uses left; --revoke ends one.\n";
+
+static const char usage_join[] =
+	"usage: shoal [--home DIR] join CODE PATH\n"
+	"\n"
+	"Accepts an invite: adds the owner (pinning its key), makes PATH a receive-only\n"
+	"copy of the folder and, when the agent runs, waits for the owner's answer and\n"
+	"says whether the invite was accepted, wrong, expired or used up. When the\n"
+	"agent does not run, the join completes when it starts.\n";
 
 static const char usage_conflicts[] =
 	"usage: shoal [--home DIR] conflicts [FOLDER] [--json]\n"
@@ -993,6 +1044,429 @@ cmd_conflicts(int argc, char **argv)
 	return rc;
 }
 
+static int
+parse_duration(const char *s, uint64_t *secs)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s)
+		return -1;
+	switch (*end) {
+	case 's': case '\0': break;
+	case 'm': v *= 60; break;
+	case 'h': v *= 3600; break;
+	case 'd': v *= 86400; break;
+	default: return -1;
+	}
+	if (*end && end[1])
+		return -1;
+	*secs = v;
+	return 0;
+}
+
+/* The addresses an invite offers: the listen address, or the host's when it listens on all. */
+static size_t
+invite_addrs(const char *home, const struct config *cfg, char addrs[][PROTO_INVITE_ADDR_MAX + 1],
+	     size_t max)
+{
+	char listen[96], *reply = NULL;
+	size_t n = 0;
+	snprintf(listen, sizeof(listen), "%s", cfg->listen ? cfg->listen : CFG_DEFAULT_LISTEN);
+	/* A running agent knows the port it really listens on. */
+	if (ctl_request(home, "status", &reply) == 0) {
+		struct jv *v = jv_parse(reply);
+		const char *l = jv_str(jv_get(jv_get(v, "device"), "listen"), NULL);
+		if (l && *l)
+			snprintf(listen, sizeof(listen), "%s", l);
+		jv_free(v);
+	}
+	free(reply);
+	const char *colon = strrchr(listen, ':');
+	if (!colon)
+		return 0;
+	const char *port = colon + 1;
+	if (strncmp(listen, "0.0.0.0:", 8) != 0 && strncmp(listen, "[::]:", 5) != 0) {
+		if (strlen(listen) <= PROTO_INVITE_ADDR_MAX)
+			memcpy(addrs[n++], listen, strlen(listen) + 1);
+		return n;
+	}
+	struct ifaddrs *ifs = NULL;
+	if (getifaddrs(&ifs) != 0)
+		return 0;
+	for (struct ifaddrs *i = ifs; i && n < max; i = i->ifa_next) {
+		char host[INET_ADDRSTRLEN];
+		if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK) || !(i->ifa_flags & IFF_UP))
+			continue;
+		if (i->ifa_addr->sa_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, host, sizeof(host));
+			if (strlen(host) + 1 + strlen(port) <= PROTO_INVITE_ADDR_MAX)
+				snprintf(addrs[n++], PROTO_INVITE_ADDR_MAX + 1, "%s:%.8s", host, port);
+		}
+	}
+	freeifaddrs(ifs);
+	return n;
+}
+
+static int
+cmd_invite(int argc, char **argv)
+{
+	static const struct option opts[] = {{"expires", required_argument, NULL, 'e'},
+					     {"uses", required_argument, NULL, 'u'},
+					     {"addr", required_argument, NULL, 'a'},
+					     {"list", no_argument, NULL, 'l'},
+					     {"revoke", required_argument, NULL, 'r'},
+					     {"json", no_argument, NULL, 'j'},
+					     {0}};
+	uint64_t expires = 24 * 3600;
+	long uses = 1;
+	int list = 0, json = 0, c;
+	const char *revoke = NULL, *addrs[PROTO_INVITE_ADDRS];
+	size_t naddrs = 0;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_invite, stdout);
+		return 0;
+	}
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'e' && parse_duration(optarg, &expires) == 0)
+			continue;
+		if (c == 'u' && (uses = atol(optarg)) > 0 && uses < 1000000)
+			continue;
+		if (c == 'a' && naddrs < PROTO_INVITE_ADDRS && strlen(optarg) <= PROTO_INVITE_ADDR_MAX) {
+			addrs[naddrs++] = optarg;
+			continue;
+		}
+		if (c == 'l') {
+			list = 1;
+			continue;
+		}
+		if (c == 'j') {
+			json = 1;
+			continue;
+		}
+		if (c == 'r') {
+			revoke = optarg;
+			continue;
+		}
+		die_usage(usage_invite);
+	}
+	char *home = home_resolve(opt_home);
+	struct invite *v = NULL;
+	size_t n = 0;
+	int lock = invites_lock(home), rc = 0;
+	if (lock < 0 || invites_load(home, &v, &n) != 0) {
+		fprintf(stderr, "shoal: cannot read the invites in %s\n", home);
+		invites_unlock(lock);
+		free(home);
+		return 1;
+	}
+	if (list) {
+		uint64_t now = (uint64_t)time(NULL);
+		struct json j;
+		json_init(&j);
+		json_arr_open(&j);
+		for (size_t i = 0; i < n; i++) {
+			const char *st = v[i].uses == 0 ? "used up"
+					 : v[i].expires && now > v[i].expires ? "expired"
+									      : "active";
+			if (json) {
+				json_obj_open(&j);
+				json_key(&j, "id");
+				json_str(&j, v[i].id);
+				json_key(&j, "folder");
+				json_str(&j, v[i].folder);
+				json_key(&j, "uses_left");
+				json_u64(&j, v[i].uses);
+				json_key(&j, "expires");
+				json_u64(&j, v[i].expires);
+				json_key(&j, "state");
+				json_str(&j, st);
+				json_obj_close(&j);
+			} else {
+				char ts[32] = "never";
+				if (v[i].expires) {
+					time_t t = (time_t)v[i].expires;
+					struct tm tm;
+					localtime_r(&t, &tm);
+					strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M", &tm);
+				}
+				printf("%s\t%s\t%u use%s left\texpires %s\t%s\n", v[i].id, v[i].folder,
+				       v[i].uses, v[i].uses == 1 ? "" : "s", ts, st);
+			}
+		}
+		json_arr_close(&j);
+		if (json)
+			printf("%s\n", json_finish(&j));
+		else if (n == 0)
+			printf("no invites\n");
+		json_release(&j);
+	} else if (revoke) {
+		size_t w = 0;
+		for (size_t i = 0; i < n; i++)
+			if (strcmp(v[i].id, revoke) != 0)
+				v[w++] = v[i];
+		if (w == n) {
+			fprintf(stderr, "shoal: no invite %s (see shoal invite --list)\n", revoke);
+			rc = 1;
+		} else if (invites_save(home, v, w) != 0) {
+			fprintf(stderr, "shoal: cannot write the invites\n");
+			rc = 1;
+		} else {
+			printf("invite %s revoked\n", revoke);
+		}
+	} else {
+		struct config cfg;
+		struct sec_identity me;
+		struct proto_invite iv;
+		struct invite ni;
+		char err[256], code[PROTO_INVITE_CODE_MAX], *cpath = home_file(home, "config");
+		if (argc - optind != 1)
+			die_usage(usage_invite);
+		const char *fid = argv[optind];
+		memset(&me, 0, sizeof(me));
+		memset(&iv, 0, sizeof(iv));
+		memset(&ni, 0, sizeof(ni));
+		if (config_load(&cfg, cpath, err, sizeof(err)) != 0) {
+			fprintf(stderr, "shoal: %s: %s\n", cpath, err);
+			rc = 1;
+		} else if (!config_folder(&cfg, fid)) {
+			fprintf(stderr, "shoal: no folder %s here; add it with `shoal folder add`\n", fid);
+			rc = 1;
+		} else if (config_folder(&cfg, fid)->mode == MODE_RECEIVE) {
+			fprintf(stderr, "shoal: folder %s is receive-only here: invite from the owner's "
+					"device\n", fid);
+			rc = 1;
+		} else if (home_identity(home, &me, 0, NULL) != 0) {
+			fprintf(stderr, "shoal: no identity yet; run `shoal init` first\n");
+			rc = 1;
+		} else {
+			struct cfg_folder *f = config_folder(&cfg, fid);
+			memcpy(iv.owner, me.id, 32);
+			randombytes_buf(iv.secret, sizeof(iv.secret));
+			iv.expires = expires ? (uint64_t)time(NULL) + expires : 0;
+			snprintf(iv.folder, sizeof(iv.folder), "%s", fid);
+			snprintf(iv.label, sizeof(iv.label), "%.64s", f->label ? f->label : fid);
+			for (size_t i = 0; i < naddrs; i++)
+				snprintf(iv.addrs[i], sizeof(iv.addrs[i]), "%s", addrs[i]);
+			iv.naddrs = naddrs ? naddrs : invite_addrs(home, &cfg, iv.addrs, 4);
+			unsigned char rid[4];
+			randombytes_buf(rid, sizeof(rid));
+			hex_encode(rid, 4, ni.id);
+			snprintf(ni.folder, sizeof(ni.folder), "%s", fid);
+			crypto_generichash(ni.hash, 32, iv.secret, sizeof(iv.secret), NULL, 0);
+			ni.expires = iv.expires;
+			ni.uses = (unsigned)uses;
+			ni.created = (uint64_t)time(NULL);
+			struct invite *nv = realloc(v, (n + 1) * sizeof(*nv));
+			if (!nv || proto_invite_encode(&iv, code, sizeof(code)) != 0) {
+				fprintf(stderr, "shoal: cannot make the invite\n");
+				rc = 1;
+			} else {
+				v = nv;
+				v[n++] = ni;
+				if (invites_save(home, v, n) != 0) {
+					fprintf(stderr, "shoal: cannot write the invites\n");
+					rc = 1;
+				} else {
+					fprintf(stderr, "invite %s for folder %s: %ld use%s, %s\n", ni.id,
+						fid, uses, uses == 1 ? "" : "s",
+						expires ? "expires in the time given" : "never expires");
+					printf("%s\n", code);
+				}
+			}
+			sodium_memzero(&iv, sizeof(iv));
+			config_release(&cfg);
+		}
+		sec_identity_release(&me);
+		free(cpath);
+	}
+	free(v);
+	invites_unlock(lock);
+	free(home);
+	return rc;
+}
+
+static int
+cmd_join(int argc, char **argv)
+{
+	struct proto_invite iv;
+	struct cfg_edit e = {0};
+	struct sec_identity me;
+	char real[PATH_MAX], owner[SEC_DEVID_STRLEN + 1];
+	int rc, added_peer = 0;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_join, stdout);
+		return 0;
+	}
+	if (argc != 3)
+		die_usage(usage_join);
+	rc = proto_invite_decode(argv[1], &iv);
+	if (rc != 0) {
+		fprintf(stderr, "shoal: %s\n", proto_strerror(rc));
+		return 2;
+	}
+	sec_devid_format(iv.owner, owner);
+	rc = mkdir_p(argv[2], 0755);
+	if (rc != 0 || !realpath(argv[2], real)) {
+		fprintf(stderr, "shoal: cannot create or open %s: %s\n", argv[2], strerror(rc ? -rc : errno));
+		return 1;
+	}
+	cfg_begin(&e);
+	memset(&me, 0, sizeof(me));
+	if (home_identity(e.home, &me, 1, NULL) != 0) {
+		fprintf(stderr, "shoal: cannot create this device's identity in %s\n", e.home);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	if (memcmp(me.id, iv.owner, 32) == 0) {
+		fprintf(stderr, "shoal: this invite was made on this device\n");
+		sec_identity_release(&me);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	sec_identity_release(&me);
+	if (!e.cfg.name) {
+		char host[256] = "shoal";
+		gethostname(host, sizeof(host) - 1);
+		config_set_str(&e.cfg.name, host);
+	}
+	struct cfg_folder *f = config_folder(&e.cfg, iv.folder);
+	if (f && strcmp(f->path, real) != 0) {
+		fprintf(stderr, "shoal: folder %s already exists here at %s\n", iv.folder, f->path);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	struct cfg_peer *p = config_peer(&e.cfg, iv.owner);
+	if (!p) {
+		p = config_add_peer(&e.cfg, iv.owner);
+		added_peer = 1;
+	}
+	if (!p) {
+		cfg_end(&e, 0);
+		return 1;
+	}
+	if (!p->name)
+		config_set_str(&p->name, iv.label[0] ? iv.label : "owner");
+	for (size_t i = 0; i < iv.naddrs; i++)
+		config_peer_add_addr(p, iv.addrs[i]);
+	if (!f)
+		f = config_add_folder(&e.cfg, iv.folder, real, MODE_RECEIVE);
+	if (!f) {
+		cfg_end(&e, 0);
+		return 1;
+	}
+	f->mode = MODE_RECEIVE;
+	if (iv.label[0])
+		config_set_str(&f->label, iv.label);
+	config_folder_share(f, iv.owner);
+	char *marker = path_join(real, ".shoal-folder");
+	int fd = marker ? open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+	if (fd >= 0)
+		close(fd);
+	free(marker);
+	/* The pending join: the agent presents the secret when it reaches the owner. */
+	struct join *jv = NULL;
+	size_t jn = 0;
+	joins_load(e.home, &jv, &jn);
+	size_t w = 0;
+	for (size_t i = 0; i < jn; i++)
+		if (!(memcmp(jv[i].owner, iv.owner, 32) == 0 && strcmp(jv[i].folder, iv.folder) == 0))
+			jv[w++] = jv[i];
+	struct join *nj = realloc(jv, (w + 1) * sizeof(*nj));
+	if (!nj) {
+		free(jv);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	jv = nj;
+	memset(&jv[w], 0, sizeof(jv[w]));
+	memcpy(jv[w].owner, iv.owner, 32);
+	snprintf(jv[w].folder, sizeof(jv[w].folder), "%s", iv.folder);
+	memcpy(jv[w].secret, iv.secret, 16);
+	snprintf(jv[w].state, sizeof(jv[w].state), "pending");
+	rc = joins_save(e.home, jv, w + 1);
+	sodium_memzero(jv, (w + 1) * sizeof(*jv));
+	free(jv);
+	sodium_memzero(&iv, sizeof(iv));
+	if (rc != 0) {
+		fprintf(stderr, "shoal: cannot record the invite in %s\n", e.home);
+		cfg_end(&e, 0);
+		return 1;
+	}
+	char *home = strdup(e.home);
+	char *reply = NULL;
+	cfg_end(&e, 1); /* saves, and a running agent reloads and contacts the owner */
+	int running = ctl_request(home, "status", &reply) == 0;
+	free(reply);
+	if (!running) {
+		printf("Joined at %s. Start the agent (`shoal run`): it contacts the owner %s, "
+		       "presents the invite, and then receives the folder.\n",
+		       real, owner);
+		free(home);
+		return 0;
+	}
+	/* Wait for the owner's answer, which the agent records in HOME/joins. */
+	printf("contacting the owner %s ...\n", owner);
+	fflush(stdout);
+	for (int t = 0; t < 300; t++) {
+		struct join *v = NULL;
+		size_t n = 0;
+		int done = 0, ok = 0;
+		char msg[200] = "";
+		usleep(100000);
+		if (joins_load(home, &v, &n) != 0)
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(v[i].state, "pending") == 0)
+				continue;
+			char o2[SEC_DEVID_STRLEN + 1];
+			sec_devid_format(v[i].owner, o2);
+			if (strcmp(o2, owner) != 0)
+				continue;
+			done = 1;
+			ok = strcmp(v[i].state, "accepted") == 0;
+			snprintf(msg, sizeof(msg), "%s", v[i].message);
+		}
+		free(v);
+		if (!done)
+			continue;
+		if (ok) {
+			printf("accepted: %s\nThe folder arrives in %s; `shoal status` shows progress.\n",
+			       msg, real);
+			free(home);
+			return 0;
+		}
+		fprintf(stderr, "shoal: the owner refused the invite: %s\n", msg);
+		/* Undo what join added, so a new code can be tried cleanly. */
+		struct cfg_edit u = {0};
+		const char *saved = opt_home;
+		opt_home = home;
+		cfg_begin(&u);
+		opt_home = saved;
+		size_t wf = 0;
+		for (size_t i = 0; i < u.cfg.nfolders; i++) {
+			struct cfg_folder *x = &u.cfg.folders[i];
+			if (strcmp(x->path, real) == 0 && x->mode == MODE_RECEIVE) {
+				free(x->id);
+				free(x->label);
+				free(x->path);
+				free(x->shares);
+				continue;
+			}
+			u.cfg.folders[wf++] = *x;
+		}
+		u.cfg.nfolders = wf;
+		(void)added_peer;
+		cfg_end(&u, 1);
+		free(home);
+		return 1;
+	}
+	printf("no answer from the owner yet; the agent keeps trying (see `shoal status`)\n");
+	free(home);
+	return 0;
+}
+
 /* Status when no agent runs: the configuration and what the database knows. */
 static void
 status_offline(const char *home, struct json *j)
@@ -1283,6 +1757,27 @@ main(int argc, char **argv)
 		return cmd_ls(argc, argv);
 	if (strcmp(cmd, "conflicts") == 0)
 		return cmd_conflicts(argc, argv);
+	if (strcmp(cmd, "doctor") == 0) {
+		int json = 0;
+		if (wants_help(argc, argv)) {
+			fputs(usage_doctor, stdout);
+			return 0;
+		}
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--json") == 0)
+				json = 1;
+			else
+				die_usage(usage_doctor);
+		}
+		char *home = home_resolve(opt_home);
+		int rc = doctor_run(home, json);
+		free(home);
+		return rc;
+	}
+	if (strcmp(cmd, "invite") == 0)
+		return cmd_invite(argc, argv);
+	if (strcmp(cmd, "join") == 0)
+		return cmd_join(argc, argv);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage_main, stdout);
 		return 0;

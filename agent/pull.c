@@ -223,6 +223,7 @@ struct plan_ctx {
 	struct store_txn *txn;
 	uint32_t folder, dev;
 	enum folder_mode mode;
+	uint64_t self_id; /* this device's short ID (0: counting only) */
 	struct need_item *items;
 	size_t n, cap;
 	int collect;
@@ -261,9 +262,20 @@ plan_one(const struct store_file *r, void *arg)
 		local_live = !(l.flags & STORE_FLAG_DELETED);
 		local_size = l.size;
 		int want = o == VV_GREATER;
-		if (o == VV_CONCURRENT) {
+		if (x->mode == MODE_RECEIVE && (l.flags & STORE_FLAG_LOCALCHANGE) &&
+		    (o == VV_GREATER || o == VV_CONCURRENT)) {
+			/*
+			 * Receive-only: the cluster's newer version replaces a local
+			 * edit, which is kept beside it as a conflict copy (that
+			 * stays local) rather than lost.
+			 */
+			want = 1;
+			if (l.type == STORE_FILE && r->type == STORE_FILE &&
+			    !(l.flags & STORE_FLAG_DELETED) && !(r->flags & STORE_FLAG_DELETED))
+				conflict_loser = x->self_id;
+		} else if (o == VV_CONCURRENT) {
 			if (x->mode == MODE_RECEIVE) {
-				want = !(l.flags & STORE_FLAG_LOCALCHANGE);
+				want = 1;
 			} else {
 				/* Both changed it: every device picks the same winner. */
 				int w = conflict_remote_wins(r, &l);
@@ -369,12 +381,13 @@ items_free(struct need_item *items, size_t n)
 
 static int
 plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
-     int collect, struct plan_ctx *x)
+     int collect, uint64_t self_id, struct plan_ctx *x)
 {
 	struct store_checkpoint cp;
 	int rc;
 
 	memset(x, 0, sizeof(*x));
+	x->self_id = self_id;
 	x->folder = folder;
 	x->mode = mode;
 	x->collect = collect;
@@ -434,7 +447,7 @@ plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	store_read_end(txn);
 	local->files = cp.files;
 	local->bytes = cp.bytes;
-	rc = plan(st, folder, devs, ndevs, mode, 0, &x);
+	rc = plan(st, folder, devs, ndevs, mode, 0, 0, &x);
 	if (rc != 0)
 		return rc;
 	*need = x.need;
@@ -1593,7 +1606,7 @@ pull_start(struct folder *f)
 	for (struct device *d = ag->devices; d && ndevs < 64; d = d->next)
 		if (folder_shared_with(f, d))
 			devs[ndevs++] = d->num;
-	rc = plan(ag->store, f->num, devs, ndevs, f->mode, 1, &x);
+	rc = plan(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, &x);
 	if (rc != 0)
 		return rc;
 	f->need = x.need;

@@ -132,6 +132,10 @@ proto_invite_decode(const char *code, struct proto_invite *iv)
 			bits -= 8;
 		}
 	}
+	/* One encoding per code: the padding bits of the last character are zero, and no
+	 * character is left over. */
+	if (bits >= 5 || (acc & ((1u << bits) - 1)) != 0)
+		return PROTO_ECHECKSUM;
 	if (n < 1 + 32 + 16 + 8 + 1 + 1 + 1 + 4)
 		return PROTO_ECHECKSUM;
 	uint32_t want = (uint32_t)raw[n - 4] << 24 | (uint32_t)raw[n - 3] << 16 |

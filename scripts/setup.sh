@@ -16,7 +16,8 @@ cd "$ROOT"
 # iproute2 and util-linux for private network namespaces).
 PKGS=(build-essential cmake pkg-config
       libsodium-dev libuv1-dev libavahi-client-dev liblmdb-dev libmsgpack-dev
-      python3 tcpdump iproute2 util-linux procps)
+      python3 tcpdump iproute2 util-linux procps
+      systemd man-db dpkg-dev adduser)
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -64,7 +65,8 @@ run)
 	;;
 test)
 	deps
-	log "normal build"
+	log "normal build (with the Debian package test)"
+	export SHOAL_PKG_TEST=1
 	build build
 	run_tests build
 	log "ASan + UBSan build"

@@ -117,5 +117,6 @@ copy=$(find "$a" -maxdepth 1 -name 'conflict.sync-conflict-*.txt')
 	fail "conflict copy name $(basename "$copy") is not NAME.sync-conflict-YYYYMMDD-HHMMSS-<A's short ID>.txt"
 [ "$(cat "$a/race.txt" 2>/dev/null)" = "edited on B while A deleted it" ] ||
 	fail "a delete racing an edit must keep the edit"
-shoal_ok C conflicts | grep -q "conflict.sync-conflict-" || fail "shoal conflicts on C does not list the copy"
+listed=$(shoal_ok C conflicts)
+grep -q "conflict.sync-conflict-" <<<"$listed" || fail "shoal conflicts on C does not list the copy"
 pass
