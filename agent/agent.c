@@ -691,6 +691,10 @@ on_tick(uv_timer_t *t)
 		agent_reload(ag);
 	devices_sweep(ag);
 	events_flush(ag);
+	if (now >= ag->next_housekeeping_ms) {
+		ag->next_housekeeping_ms = now + 3600 * 1000;
+		pull_cleanup_partials(ag);
+	}
 	for (struct folder *f = ag->folders; f; f = f->next)
 		if (f->pull)
 			folder_progress_event(f, now);

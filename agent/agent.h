@@ -95,6 +95,7 @@ struct folder {
 	uint64_t pull_done_bytes, pull_total_bytes, pull_rate;
 	uint64_t pull_rate_mark_bytes, pull_rate_mark_ms;
 	size_t conflicts;
+	uint64_t self_max;         /* the highest counter this device gave itself in this folder */
 };
 
 struct agent {
@@ -129,6 +130,7 @@ struct agent {
 	struct events *events;
 	struct watcher *watch;
 	uint64_t rescan_fallback_ms;
+	uint64_t next_housekeeping_ms;
 	int stopping;
 	int reload_pending;
 	int exit_code;
@@ -191,6 +193,8 @@ void pull_abort(struct folder *f);
 void pull_on_response(struct agent *ag, struct conn *c, const struct proto_response *r);
 /* A connection closed: fail its outstanding requests. */
 void pull_on_conn_closed(struct agent *ag, struct conn *c);
+/* Removes partial downloads (temp file and record) older than a day. */
+void pull_cleanup_partials(struct agent *ag);
 /* Lets a running pull settle what changed (called from the kick handler). */
 void pull_poke(struct folder *f);
 /* Counts global/need for f from the store (also used by the offline CLI). */

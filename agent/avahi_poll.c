@@ -15,7 +15,7 @@ struct fdpoll;
 struct AvahiWatch {
 	struct AvahiWatch *next;
 	struct fdpoll *fp;
-	AvahiWatchEvent events;  /* what the owner wants */
+	AvahiWatchEvent events;	 /* what the owner wants */
 	AvahiWatchEvent revents; /* what happened, during the owner's callback */
 	AvahiWatchCallback cb;
 	void *userdata;
@@ -37,9 +37,9 @@ struct fdpoll {
 	struct fdpoll *next;
 	struct AvahiWatch *watches; /* newest first */
 	int fd;
-	int polling;     /* UV_READABLE/UV_WRITABLE the handle is started for; 0 stopped */
+	int polling;	 /* UV_READABLE/UV_WRITABLE the handle is started for; 0 stopped */
 	int dispatching; /* on_poll is walking the watches: do not free them */
-	int closing;     /* uv_close() called: unlinked from ap, memory goes in on_fdpoll_closed */
+	int closing;	 /* uv_close() called: unlinked from ap, memory goes in on_fdpoll_closed */
 };
 
 struct avpoll {
@@ -284,8 +284,7 @@ timeout_arm(struct AvahiTimeout *t, const struct timeval *tv)
 }
 
 static AvahiTimeout *
-timeout_new(const AvahiPoll *api, const struct timeval *tv, AvahiTimeoutCallback cb,
-	    void *userdata)
+timeout_new(const AvahiPoll *api, const struct timeval *tv, AvahiTimeoutCallback cb, void *userdata)
 {
 	struct avpoll *ap = api->userdata;
 	struct AvahiTimeout *t = calloc(1, sizeof(*t));

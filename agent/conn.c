@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -27,8 +28,19 @@
 #include "proto/msg.h"
 
 #define HANDSHAKE_TIMEOUT_MS 10000
-#define PING_INTERVAL_MS 20000
-#define IDLE_TIMEOUT_MS 60000
+#define IDLE_TIMEOUT_DEFAULT_MS 60000
+
+/* A connection that received nothing this long is dead; pings go at a third of it. */
+static uint64_t
+idle_timeout_ms(void)
+{
+	static uint64_t v;
+	if (!v) {
+		const char *e = getenv("SHOAL_IDLE_TIMEOUT_S"); /* for tests */
+		v = e && atoi(e) >= 3 ? (uint64_t)atoi(e) * 1000 : IDLE_TIMEOUT_DEFAULT_MS;
+	}
+	return v;
+}
 #define WQUEUE_HIGH (4u << 20)   /* stop producing index batches above this */
 #define SERVE_HIGH (16u << 20)   /* bytes being read from disk for one peer at most */
 #define SERVE_WAIT_MAX 256       /* requests waiting for their turn before reading stops */
@@ -715,6 +727,10 @@ struct index_store_ctx {
 	struct device *d;
 	const struct proto_index *ix;
 	uint64_t index_id;
+	uint64_t self_id, self_max;
+	uint64_t bad_seq, prev_seq;
+	size_t refused;
+	const struct proto_file *refused_name;
 };
 
 static int
@@ -732,9 +748,33 @@ txn_store_index(struct store_txn *txn, void *arg)
 		return rc;
 	if (cp.index_id != x->index_id)
 		return -ESTALE;
+	/* Sequence numbers only go up: a peer that rewinds is broken or lying. */
+	uint64_t prev = cp.max_seq;
+	for (size_t i = 0; i < x->ix->nfiles; i++) {
+		if (x->ix->files[i].sequence <= prev) {
+			x->bad_seq = x->ix->files[i].sequence;
+			x->prev_seq = prev;
+			return -ERANGE;
+		}
+		prev = x->ix->files[i].sequence;
+	}
 	for (size_t i = 0; i < x->ix->nfiles; i++) {
 		const struct proto_file *pf = &x->ix->files[i];
 		struct store_file sf;
+		/*
+		 * A version that gives this device a counter above any it ever used
+		 * claims an edit we never made: refused, so that it cannot outrank
+		 * our real edits.
+		 */
+		int inflated = 0;
+		for (size_t k = 0; k < pf->nversion; k++)
+			inflated |= pf->version[k].id == x->self_id && pf->version[k].value > x->self_max;
+		if (inflated) {
+			x->refused++;
+			if (!x->refused_name)
+				x->refused_name = pf;
+			continue;
+		}
 		if (pf->nversion > vcap) {
 			free(ver);
 			vcap = pf->nversion;
@@ -809,12 +849,35 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		/* A send-only folder takes no changes from anyone. */
 		return;
 	}
-	struct index_store_ctx x = {f, c->dev, ix, ix->index_id};
+	/* Our counters are at most the clock (or the highest we used): an hour of skew is allowed. */
+	uint64_t now_s = (uint64_t)time(NULL);
+	struct index_store_ctx x;
+	memset(&x, 0, sizeof(x));
+	x.f = f;
+	x.d = c->dev;
+	x.ix = ix;
+	x.index_id = ix->index_id;
+	x.self_id = c->ag->short_id;
+	x.self_max = (f->self_max > now_s ? f->self_max : now_s) + 3600;
 	rc = store_write(c->ag->store, txn_store_index, &x);
 	if (rc == -ESTALE) {
 		conn_close(c, "index for an index id it did not announce");
 		return;
 	}
+	if (rc == -ERANGE) {
+		log_warn("%s sent sequence numbers that go backwards in folder %s (%llu after %llu); "
+			 "closing",
+			 c->dev->idstr, f->id, (unsigned long long)x.bad_seq,
+			 (unsigned long long)x.prev_seq);
+		conn_close(c, "sequence numbers went backwards");
+		return;
+	}
+	if (x.refused)
+		log_warn("%s announced %zu entr%s in %s (first: %.*s) with a version that inflates "
+			 "this device's counter; refused",
+			 c->dev->idstr, x.refused, x.refused == 1 ? "y" : "ies", f->id,
+			 (int)(x.refused_name->name.len > 200 ? 200 : x.refused_name->name.len),
+			 (const char *)x.refused_name->name.p);
 	if (rc != 0) {
 		/* Closing makes the peer send these entries again from our last checkpoint. */
 		folder_set_error(f, "cannot record %s's index: %s", c->dev->idstr,
@@ -1589,11 +1652,13 @@ conn_tick(struct conn *c, uint64_t now)
 			conn_close(c, "handshake timed out");
 		return;
 	}
-	if (now - c->last_rx_ms > IDLE_TIMEOUT_MS) {
-		conn_close(c, "no data for 60 s");
+	if (now - c->last_rx_ms > idle_timeout_ms()) {
+		log_info("%s at %s sent nothing for %llu s: closing", c->dev ? c->dev->idstr : "?",
+			 c->addr, (unsigned long long)idle_timeout_ms() / 1000);
+		conn_close(c, "idle timeout");
 		return;
 	}
-	if (now - c->last_tx_ms > PING_INTERVAL_MS && proto_encode_ping(&c->out) == 0)
+	if (now - c->last_tx_ms > idle_timeout_ms() / 3 && proto_encode_ping(&c->out) == 0)
 		conn_send_buf(c);
 }
 

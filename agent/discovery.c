@@ -38,8 +38,8 @@
 #define RETRY_MAX_MS 60000u
 #define RETRY_LOST_MS 1000u /* the daemon went away: a new client then waits for it */
 #define MAX_SERVICES 256    /* entries kept from browsing; more are ignored */
-#define MAX_RENAMES 12      /* local name clashes tried before giving up */
-#define ID_MAX 64           /* longest TXT id accepted (device IDs have 63 characters) */
+#define MAX_RENAMES 12	    /* local name clashes tried before giving up */
+#define ID_MAX 64	    /* longest TXT id accepted (device IDs have 63 characters) */
 #define ADDR_MAX (INET6_ADDRSTRLEN + IF_NAMESIZE + 10)
 
 /* A service seen by the browser, on one interface and protocol. */
@@ -50,7 +50,7 @@ struct service {
 	AvahiProtocol proto;
 	char *name, *domain;
 	AvahiServiceResolver *resolver; /* NULL once it failed */
-	char *reported;                 /* "ID ADDR" last passed to on_found, or NULL */
+	char *reported;			/* "ID ADDR" last passed to on_found, or NULL */
 };
 
 struct discovery {
@@ -68,11 +68,11 @@ struct discovery {
 	void (*on_found)(void *arg, const char *device_id, const char *addr);
 	void *arg;
 	unsigned backoff_ms;
-	int connected;    /* the client is connected to the daemon */
-	int was_running;  /* this client reached S_RUNNING */
-	int published;    /* the group holds our service */
-	int down_logged;  /* the outage was logged */
-	int in_callback;  /* inside on_found */
+	int connected;	 /* the client is connected to the daemon */
+	int was_running; /* this client reached S_RUNNING */
+	int published;	 /* the group holds our service */
+	int down_logged; /* the outage was logged */
+	int in_callback; /* inside on_found */
 	int stopping;
 };
 
@@ -284,7 +284,7 @@ on_resolve(AvahiServiceResolver *r, AvahiIfIndex iface, AvahiProtocol proto,
 		s->resolver = NULL;
 		return;
 	}
-	if (d->stopping)
+	if (d->stopping || !d->on_found)
 		return;
 	if (txt_id(txt, id, sizeof(id)) != 0) {
 		log_debug("mDNS: \"%s\" on %s carries no usable id", name, host);
@@ -399,6 +399,8 @@ on_group_state(AvahiEntryGroup *g, AvahiEntryGroupState state, void *arg)
 	char *old;
 
 	/* Also called from inside avahi_entry_group_new(): use g, not d->group. */
+	if (d->stopping)
+		return;
 	switch (state) {
 	case AVAHI_ENTRY_GROUP_ESTABLISHED:
 		log_info("mDNS: published \"%s\" (%s, port %u)", d->name, DISCOVERY_SERVICE_TYPE,
@@ -441,12 +443,13 @@ publish(struct discovery *d, AvahiClient *c)
 	}
 	snprintf(txt, sizeof(txt), "id=%s", d->id);
 	for (int tries = 0; tries <= MAX_RENAMES; tries++) {
-		rc = avahi_entry_group_add_service(d->group, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC,
-						   0, d->name, DISCOVERY_SERVICE_TYPE, NULL, NULL,
+		rc = avahi_entry_group_add_service(d->group, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC, 0,
+						   d->name, DISCOVERY_SERVICE_TYPE, NULL, NULL,
 						   d->port, txt, NULL);
 		if (rc != AVAHI_ERR_COLLISION)
 			break;
-		service_rename(d); /* a service on this host has the name */
+		log_info("mDNS: the name \"%s\" is taken on this host", d->name);
+		service_rename(d);
 	}
 	if (rc == 0)
 		rc = avahi_entry_group_commit(d->group);
@@ -529,6 +532,8 @@ on_client_state(AvahiClient *c, AvahiClientState state, void *arg)
 	struct discovery *d = arg;
 
 	/* Also called from inside avahi_client_new(): use c, not d->client. */
+	if (d->stopping)
+		return; /* a deferred stop is pending on the retry timer */
 	switch (state) {
 	case AVAHI_CLIENT_S_RUNNING:
 		uv_timer_stop(&d->retry);

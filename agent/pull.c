@@ -94,6 +94,11 @@ struct pull_file {
 	struct disk_state expect;
 	uint64_t conflict_loser;
 	char conflict[300]; /* the conflict copy's name in the same directory, if any */
+	uint8_t ident[32];  /* this version: hash of its size and block list */
+	uint8_t *done_map;  /* bit i: block i verified in the temp file */
+	uint8_t *resume_map; /* blocks a record says are there: verified again before use */
+	size_t saved_done;  /* done_blocks when the partial record was last written */
+	int had_record;     /* a partial record for this name existed when we began */
 	struct stat st;
 };
 
@@ -108,6 +113,18 @@ struct write_job {
 	int src_root;
 	char *src_name;
 	uint64_t src_off;
+	int verify_only; /* a resumed block: read it back from the temp file and check it */
+};
+
+/* A partial download to record: the file stopped (failed or abort) with blocks verified. */
+struct psave {
+	struct psave *next;
+	char *name;
+	char tmp[64];
+	uint8_t ident[32];
+	uint32_t nblocks;
+	uint8_t *bitmap;
+	int drop; /* delete the record instead */
 };
 
 struct finish_job {
@@ -135,12 +152,13 @@ struct puller {
 	size_t nbatch, capbatch;
 	uint64_t last_expire_ms;
 	size_t failures, done_files;
-	uint64_t bytes_net, bytes_local;
+	uint64_t bytes_net, bytes_local, bytes_resumed;
 	uint64_t started_ms;
 	int aborted;
 	int stopping;
 	int in_advance, again;
 	size_t deferred; /* items skipped because disk or index moved on: rescan, then pull */
+	struct psave *saves; /* partial records of files given up, to write outside a txn */
 	char **touched; /* parent directories whose mtime our writes disturbed */
 	size_t ntouched, captouched;
 };
@@ -150,6 +168,7 @@ struct puller {
 static struct block_req *reqtab[REQTAB];
 
 static void pull_advance(struct puller *p);
+static void pull_save_partials(struct puller *p);
 static void touch_parent(struct puller *p, const char *name, size_t len);
 
 /* ---- conflicts ---- */
@@ -464,6 +483,12 @@ txn_record(struct store_txn *txn, void *arg)
 	struct puller *p = arg;
 	for (size_t i = 0; i < p->nbatch; i++) {
 		p->batch[i].sequence = 0;
+		if (p->batch[i].type == STORE_FILE) {
+			int prc = store_partial_del(txn, p->f->num, p->batch[i].name,
+						    p->batch[i].name_len);
+			if (prc != 0 && prc != STORE_ENOTFOUND)
+				return prc;
+		}
 		int rc = store_file_put(txn, p->f->num, STORE_LOCAL, &p->batch[i]);
 		if (rc != 0) {
 			log_warn("%s: cannot record %.*s: %s", p->f->id, (int)p->batch[i].name_len,
@@ -658,19 +683,55 @@ pf_fail(struct pull_file *pf, const char *why)
 	}
 }
 
+/* Queues the partial record of pf to be written (or, with drop, deleted). */
+static void
+psave_add(struct pull_file *pf, int drop)
+{
+	struct puller *p = pf->p;
+	struct psave *ps = calloc(1, sizeof(*ps));
+	size_t bl = (pf->rf.nblocks + 7) / 8;
+
+	if (!ps || !(ps->name = strdup(pf->name)) || !(ps->bitmap = malloc(bl ? bl : 1))) {
+		if (ps)
+			free(ps->name);
+		free(ps);
+		return;
+	}
+	memcpy(ps->tmp, pf->tmp, sizeof(ps->tmp));
+	memcpy(ps->ident, pf->ident, 32);
+	ps->nblocks = (uint32_t)pf->rf.nblocks;
+	if (bl)
+		memcpy(ps->bitmap, pf->done_map, bl);
+	ps->drop = drop;
+	ps->next = p->saves;
+	p->saves = ps;
+}
+
 static void
 pf_free(struct pull_file *pf)
 {
+	/*
+	 * A file given up with verified blocks keeps its temp file and a record
+	 * of them, so that the next attempt (or the next run) resumes it.
+	 */
+	int keep = pf->failed && !pf->changed && pf->done_blocks > 0 && pf->done_map &&
+		   pf->fd >= 0 && pf->dirfd >= 0;
+	if (keep)
+		psave_add(pf, 0);
+	else if (pf->failed && (pf->had_record || pf->saved_done > 0))
+		psave_add(pf, 1);
 	if (pf->fd >= 0)
 		close(pf->fd);
 	if (pf->dirfd >= 0) {
-		if (pf->failed)
+		if (pf->failed && !keep)
 			unlinkat(pf->dirfd, pf->tmp, 0);
 		close(pf->dirfd);
 	}
 	store_file_release(&pf->rf);
 	free(pf->name);
 	free(pf->offsets);
+	free(pf->done_map);
+	free(pf->resume_map);
 	free(pf);
 }
 
@@ -729,6 +790,20 @@ write_work(uv_work_t *w)
 	unsigned char h[32];
 	size_t off = 0;
 
+	if (j->verify_only) {
+		while (off < j->len) {
+			ssize_t r = pread(pf->fd, j->data + off, j->len - off,
+					  (off_t)(pf->offsets[j->index] + off));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			off += (size_t)r;
+		}
+		sec_block_hash(j->data, off, h);
+		j->rc = off == j->len && sodium_memcmp(h, b->hash, 32) == 0 ? 0 : -EBADMSG;
+		return;
+	}
 	if (j->src_name) {
 		int fd = fs_open_beneath(j->src_root, j->src_name, O_RDONLY, 0);
 		if (fd < 0) {
@@ -781,8 +856,13 @@ write_done(uv_work_t *w, int status)
 	p->jobs--;
 	p->inflight_bytes -= j->len;
 	pf->pending--;
-	if (status == 0 && j->rc == 0) {
+	if (j->verify_only && (status != 0 || j->rc != 0) && !p->aborted && !pf->failed) {
+		/* What the temp file held of this block is not right: fetch it. */
+		if (pf_request(pf, j->index) != 0)
+			pf_fail(pf, "the device that has it is not connected");
+	} else if (status == 0 && j->rc == 0) {
 		pf->done_blocks++;
+		pf->done_map[j->index / 8] |= (uint8_t)(1u << (j->index % 8));
 		p->f->pull_done_bytes += j->len;
 		if (j->src_name)
 			p->bytes_local += j->len;
@@ -806,8 +886,13 @@ write_done(uv_work_t *w, int status)
 		free(j->src_name);
 		close(j->src_root);
 	}
+	if (j->verify_only && status == 0 && j->rc == 0)
+		p->bytes_resumed += j->len;
 	free(j->data);
 	free(j);
+	/* Large files: remember progress every 64 blocks too, not only once a second. */
+	if (!pf->failed && pf->done_blocks >= pf->saved_done + 64 && !p->in_advance)
+		pull_save_partials(p);
 	pf_settle(pf);
 	pull_advance(p);
 }
@@ -821,6 +906,9 @@ queue_write(struct pull_file *pf, size_t index, uint8_t *data, int src_root, cha
 
 	if (!j)
 		return -ENOMEM;
+	j->verify_only = src_root == -2;
+	if (j->verify_only)
+		src_root = -1;
 	j->pf = pf;
 	j->index = index;
 	j->data = data;
@@ -916,6 +1004,12 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 		size_t i = pf->next_block++;
 		const struct store_block *b = &pf->rf.blocks[i];
 		struct local_find lf = {p->f->ag, b->size, -1, NULL, 0};
+		if (pf->resume_map && (pf->resume_map[i / 8] & (1u << (i % 8)))) {
+			uint8_t *data = malloc(b->size);
+			if (data && queue_write(pf, i, data, -2, NULL, 0) == 0)
+				continue;
+			free(data);
+		}
 		if (txn)
 			store_block_each(txn, b->hash, local_found, &lf);
 		if (lf.name) {
@@ -933,6 +1027,74 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 			break;
 		}
 	}
+}
+
+/* The identity of a version's content: its size and block list. */
+static void
+pf_ident(const struct store_file *rf, uint8_t out[32])
+{
+	crypto_generichash_state st;
+	uint8_t b[8];
+
+	crypto_generichash_init(&st, NULL, 0, 32);
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(rf->size >> (8 * i));
+	crypto_generichash_update(&st, b, 8);
+	for (size_t i = 0; i < rf->nblocks; i++) {
+		crypto_generichash_update(&st, rf->blocks[i].hash, 32);
+		for (int k = 0; k < 4; k++)
+			b[k] = (uint8_t)(rf->blocks[i].size >> (8 * k));
+		crypto_generichash_update(&st, b, 4);
+	}
+	crypto_generichash_final(&st, out, 32);
+}
+
+/*
+ * Picks up an earlier attempt: when a partial record for this very version
+ * names a temp file of the right size, that file is reused and the blocks
+ * it records are read back and checked before they count (a power cut may
+ * have lost what the page cache held).
+ */
+static void
+pf_try_resume(struct pull_file *pf, struct store_txn *txn)
+{
+	struct puller *p = pf->p;
+	struct store_partial sp;
+	struct stat st;
+	size_t bl = (pf->rf.nblocks + 7) / 8, nbits = 0;
+	int fd;
+
+	if (store_partial_get(txn, p->f->num, pf->name, pf->rf.name_len, &sp) != 0)
+		return;
+	pf->had_record = 1; /* delete it if this attempt fails with nothing to keep */
+	if (memcmp(sp.ident, pf->ident, 32) != 0 || sp.nblocks != pf->rf.nblocks ||
+	    sp.tmp_len != strlen(pf->tmp) || memcmp(sp.tmp, pf->tmp, sp.tmp_len) != 0)
+		return;
+	fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->rf.size ||
+	    !(pf->resume_map = malloc(bl ? bl : 1))) {
+		close(fd);
+		return;
+	}
+	if (bl)
+		memcpy(pf->resume_map, sp.bitmap, bl);
+	for (size_t i = 0; i < pf->rf.nblocks; i++)
+		nbits += !!(pf->resume_map[i / 8] & (1u << (i % 8)));
+	pf->fd = fd;
+	log_info("%s: resuming %s: %zu of %zu blocks are already here", p->f->id, pf->name, nbits,
+		 pf->rf.nblocks);
+	struct json *j = events_begin(p->f->ag, "transfer_resumed");
+	json_key(j, "folder");
+	json_str(j, p->f->id);
+	json_key(j, "item");
+	json_str(j, pf->name);
+	json_key(j, "blocks_present");
+	json_u64(j, nbits);
+	json_key(j, "blocks");
+	json_u64(j, pf->rf.nblocks);
+	events_end(p->f->ag, j, 1);
 }
 
 static int
@@ -998,9 +1160,20 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return 0;
 	}
 	fs_temp_name(pf->name, pf->tmp);
-	/* A stale temporary file of an earlier attempt goes; the new one must be ours. */
-	unlinkat(pf->dirfd, pf->tmp, 0);
-	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	pf_ident(&pf->rf, pf->ident);
+	pf->done_map = calloc((pf->rf.nblocks + 7) / 8 + 1, 1);
+	if (!pf->done_map) {
+		pf_fail(pf, "out of memory");
+		pf_settle(pf);
+		return 0;
+	}
+	pf_try_resume(pf, txn);
+	if (pf->fd < 0) {
+		/* A stale temporary file of an earlier attempt goes; the new one must be ours. */
+		unlinkat(pf->dirfd, pf->tmp, 0);
+		pf->fd = openat(pf->dirfd, pf->tmp,
+				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	}
 	if (pf->fd < 0) {
 		pf_fail(pf, strerror(errno));
 		if (errno == ENOSPC) {
@@ -1010,10 +1183,22 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		pf_settle(pf);
 		return 0;
 	}
-	if (pf->rf.size > 0 && ftruncate(pf->fd, (off_t)pf->rf.size) != 0) {
-		pf_fail(pf, strerror(errno));
-		pf_settle(pf);
-		return 0;
+	/* Reserve the space now: a full disk shows up here, not half-way through. */
+	if (pf->rf.size > 0 && !pf->resume_map) {
+		int e = posix_fallocate(pf->fd, 0, (off_t)pf->rf.size);
+		if (e == EOPNOTSUPP || e == EINVAL)
+			e = ftruncate(pf->fd, (off_t)pf->rf.size) == 0 ? 0 : errno;
+		if (e != 0) {
+			pf_fail(pf, strerror(e));
+			if (e == ENOSPC) {
+				folder_set_error(p->f, "no space left on the device for %s (%llu "
+						       "bytes): pulling stopped until there is",
+						 pf->name, (unsigned long long)pf->rf.size);
+				p->stopping = 1;
+			}
+			pf_settle(pf);
+			return 0;
+		}
 	}
 	pf_pump(pf, txn);
 	pf_settle(pf);
@@ -1179,6 +1364,72 @@ pull_finish_batch(struct puller *p)
 	}
 	p->finishing = 1;
 	p->jobs++;
+}
+
+/* ---- partial records ---- */
+
+struct psave_ctx {
+	struct puller *p;
+	int rc;
+};
+
+static int
+txn_psave(struct store_txn *txn, void *arg)
+{
+	struct puller *p = arg;
+	uint64_t now = wall_ns();
+	int rc;
+
+	for (struct psave *ps = p->saves; ps; ps = ps->next) {
+		if (ps->drop) {
+			rc = store_partial_del(txn, p->f->num, ps->name, strlen(ps->name));
+			if (rc != 0 && rc != STORE_ENOTFOUND)
+				return rc;
+			continue;
+		}
+		struct store_partial sp = {ps->tmp, strlen(ps->tmp), {0}, now, ps->nblocks, ps->bitmap};
+		memcpy(sp.ident, ps->ident, 32);
+		if ((rc = store_partial_put(txn, p->f->num, ps->name, strlen(ps->name), &sp)) != 0)
+			return rc;
+	}
+	for (struct pull_file *pf = p->active; pf; pf = pf->next) {
+		if (pf->done_blocks <= pf->saved_done || !pf->done_map || pf->failed)
+			continue;
+		struct store_partial sp = {pf->tmp, strlen(pf->tmp), {0}, now,
+					   (uint32_t)pf->rf.nblocks, pf->done_map};
+		memcpy(sp.ident, pf->ident, 32);
+		if ((rc = store_partial_put(txn, p->f->num, pf->name, pf->rf.name_len, &sp)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * Writes what is worth remembering about unfinished files: called about once
+ * a second and when the pull ends, never inside a read transaction. A crash
+ * loses at most a second of records; the blocks themselves stay in the temp
+ * files and are verified again when resumed.
+ */
+static void
+pull_save_partials(struct puller *p)
+{
+	int any = p->saves != NULL;
+	for (struct pull_file *pf = p->active; pf && !any; pf = pf->next)
+		any = pf->done_blocks > pf->saved_done && !pf->failed;
+	if (!any)
+		return;
+	if (store_write(p->f->ag->store, txn_psave, p) == 0) {
+		for (struct pull_file *pf = p->active; pf; pf = pf->next)
+			if (!pf->failed)
+				pf->saved_done = pf->done_blocks;
+	}
+	while (p->saves) {
+		struct psave *ps = p->saves;
+		p->saves = ps->next;
+		free(ps->name);
+		free(ps->bitmap);
+		free(ps);
+	}
 }
 
 /* ---- the synchronous phases ---- */
@@ -1428,6 +1679,7 @@ pull_end(struct puller *p)
 {
 	struct folder *f = p->f;
 
+	pull_save_partials(p);
 	if (pull_flush(p) != 0 && p->nbatch) {
 		log_error("%s: %zu pulled items are on disk but could not be recorded; the next "
 			  "scan records them", f->id, p->nbatch);
@@ -1459,10 +1711,10 @@ pull_end(struct puller *p)
 	f->pull_total_bytes = f->pull_done_bytes = 0;
 	f->pull_rate = f->pull_rate_mark_ms = 0;
 	if (!p->aborted)
-		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally, %zu "
-			 "failed, %.2f s",
+		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally, %.1f MB "
+			 "resumed, %zu failed, %.2f s",
 			 f->id, p->done_files, (double)p->bytes_net / 1e6,
-			 (double)p->bytes_local / 1e6, p->failures,
+			 (double)p->bytes_local / 1e6, (double)p->bytes_resumed / 1e6, p->failures,
 			 (double)(now_ms() - p->started_ms) / 1000.0);
 	if (p->failures && !p->aborted) {
 		f->pull_wanted = 1;
@@ -1603,9 +1855,12 @@ pull_start(struct folder *f)
 				 f->path);
 		return 1;
 	}
+	/* Only what a connected device can serve: the rest waits for its connection. */
 	for (struct device *d = ag->devices; d && ndevs < 64; d = d->next)
-		if (folder_shared_with(f, d))
+		if (folder_shared_with(f, d) && d->conn && conn_active(d->conn))
 			devs[ndevs++] = d->num;
+	if (ndevs == 0)
+		return 1;
 	rc = plan(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, &x);
 	if (rc != 0)
 		return rc;
@@ -1749,9 +2004,11 @@ pull_poke(struct folder *f)
 
 	if (!p)
 		return;
-	if (now - p->last_expire_ms >= 1000) {
+	if (now - p->last_expire_ms >= 500) {
 		p->last_expire_ms = now;
 		req_expire(p, now);
+		if (!p->in_advance)
+			pull_save_partials(p);
 	}
 	pull_advance(p);
 }
@@ -1897,4 +2154,90 @@ folder_revert(struct folder *f)
 	f->pull_at_ms = 0;
 	agent_kick(f->ag);
 	return rc;
+}
+
+/* ---- housekeeping: partial downloads nobody resumed for a day ---- */
+
+#define PARTIAL_MAX_AGE_NS (24ull * 3600 * 1000000000)
+
+struct stale_partial {
+	uint32_t folder;
+	char *name;
+	char tmp[64];
+};
+
+struct stale_ctx {
+	struct stale_partial *v;
+	size_t n, cap;
+	uint64_t before;
+};
+
+static int
+stale_one(uint32_t folder, const char *name, size_t name_len, const struct store_partial *sp,
+	  void *arg)
+{
+	struct stale_ctx *x = arg;
+	if (sp->time_ns >= x->before || sp->tmp_len >= 64)
+		return 0;
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? 2 * x->cap : 16;
+		struct stale_partial *nv = realloc(x->v, cap * sizeof(*nv));
+		if (!nv)
+			return 1;
+		x->v = nv;
+		x->cap = cap;
+	}
+	struct stale_partial *e = &x->v[x->n];
+	if (!(e->name = strndup(name, name_len)))
+		return 1;
+	e->folder = folder;
+	memcpy(e->tmp, sp->tmp, sp->tmp_len);
+	e->tmp[sp->tmp_len] = '\0';
+	x->n++;
+	return 0;
+}
+
+static int
+txn_drop_stale(struct store_txn *txn, void *arg)
+{
+	struct stale_ctx *x = arg;
+	for (size_t i = 0; i < x->n; i++) {
+		int rc = store_partial_del(txn, x->v[i].folder, x->v[i].name, strlen(x->v[i].name));
+		if (rc != 0 && rc != STORE_ENOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+void
+pull_cleanup_partials(struct agent *ag)
+{
+	struct stale_ctx x = {NULL, 0, 0, wall_ns() - PARTIAL_MAX_AGE_NS};
+	struct store_txn *txn;
+
+	if (store_read_begin(ag->store, &txn) != 0)
+		return;
+	store_partials_each(txn, stale_one, &x);
+	store_read_end(txn);
+	for (size_t i = 0; i < x.n; i++) {
+		for (struct folder *f = ag->folders; f; f = f->next) {
+			const char *base;
+			int dfd;
+			if (f->num != x.v[i].folder || f->rootfd < 0 || f->pull)
+				continue;
+			dfd = fs_open_parent(f->rootfd, x.v[i].name, &base);
+			if (dfd >= 0) {
+				unlinkat(dfd, x.v[i].tmp, 0);
+				close(dfd);
+			}
+		}
+	}
+	if (x.n) {
+		store_write(ag->store, txn_drop_stale, &x);
+		log_info("removed %zu partial download%s nobody resumed for a day", x.n,
+			 x.n == 1 ? "" : "s");
+	}
+	for (size_t i = 0; i < x.n; i++)
+		free(x.v[i].name);
+	free(x.v);
 }

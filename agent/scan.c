@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -24,6 +25,7 @@
 #include "agent/fsops.h"
 #include "agent/log.h"
 #include "agent/util.h"
+#include "agent/version.h"
 #include "crypto/chunker.h"
 #include "proto/proto.h"
 
@@ -45,6 +47,8 @@ struct scan_entry {
 	uint32_t prev_block_size;
 	uint32_t prev_flags;
 	int had_prev;
+	struct store_counter *adopted; /* a peer's version of exactly this content */
+	size_t nadopted;
 };
 
 struct hash_job {
@@ -232,8 +236,15 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 
 		if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
 			continue;
-		if (strncmp(n, ".shoal", 6) == 0)
+		if (strncmp(n, ".shoal", 6) == 0) {
+			/* A temporary file nobody touched for a day is left over: remove it. */
+			struct stat tst;
+			if (strncmp(n, ".shoal-tmp-", 11) == 0 &&
+			    fstatat(dirfd(d), n, &tst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(tst.st_mode) &&
+			    tst.st_mtim.tv_sec + 86400 < time(NULL))
+				unlinkat(dirfd(d), n, 0);
 			continue;
+		}
 		name = malloc((dlen ? dlen + 1 : 0) + nlen + 1);
 		if (!name) {
 			rc = -ENOMEM;
@@ -389,6 +400,7 @@ entry_free(struct scan_entry *e)
 {
 	free(e->name);
 	free(e->target);
+	free(e->adopted);
 	free(e->prev_version);
 }
 
@@ -461,11 +473,17 @@ scan_flush(struct scanner *s)
 	return 0;
 }
 
-/* Builds the new version: the previous one with our counter above every counter in it. */
+/*
+ * Builds the new version: the previous one with our counter above every
+ * counter in it and not below the clock (seconds since the epoch), so that a
+ * counter can be judged against the time: a peer that claims a counter of ours
+ * far in the future invented an edit (see the index checks in conn.c).
+ */
 static int
-bump_version(struct agent *ag, const struct store_counter *prev, size_t n, struct store_counter **out,
-	     size_t *nout)
+bump_version(struct folder *f, const struct store_counter *prev, size_t n,
+	     struct store_counter **out, size_t *nout)
 {
+	struct agent *ag = f->ag;
 	uint64_t max = 0;
 	size_t me = n;
 	struct store_counter *v = malloc((n + 1) * sizeof(*v));
@@ -484,6 +502,10 @@ bump_version(struct agent *ag, const struct store_counter *prev, size_t n, struc
 		n++;
 	}
 	v[me].value = max + 1;
+	if (v[me].value < (uint64_t)time(NULL))
+		v[me].value = (uint64_t)time(NULL);
+	if (v[me].value > f->self_max)
+		f->self_max = v[me].value;
 	*out = v;
 	*nout = n;
 	return 0;
@@ -539,7 +561,13 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 			}
 		}
 	}
-	if (f->mode == MODE_RECEIVE) {
+	if (e->adopted) {
+		/* The content is exactly a version a peer announced: that version it is. */
+		r->version = e->adopted;
+		r->nversion = e->nadopted;
+		e->adopted = NULL;
+		e->nadopted = 0;
+	} else if (f->mode == MODE_RECEIVE) {
 		/* Keep the cluster's version; mark the change as ours only. */
 		r->flags |= STORE_FLAG_LOCALCHANGE;
 		if (e->prev_nversion) {
@@ -553,7 +581,7 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 			memcpy(r->version, e->prev_version, e->prev_nversion * sizeof(*r->version));
 			r->nversion = e->prev_nversion;
 		}
-	} else if ((rc = bump_version(f->ag, e->prev_version, e->prev_nversion, &r->version,
+	} else if ((rc = bump_version(f, e->prev_version, e->prev_nversion, &r->version,
 				      &r->nversion)) != 0) {
 		free((char *)r->name);
 		free((char *)r->target);
@@ -565,6 +593,45 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 }
 
 static void scan_next(struct scanner *s);
+
+/*
+ * A file whose content is exactly what a peer announces under the same name
+ * takes that peer's version instead of a new one of ours: after a crash
+ * between a pulled file's rename and its record, or when two devices start
+ * out with the same files, nothing then looks like a conflict. A version that
+ * the one recorded here already supersedes is not adopted (that content came
+ * back by a local edit, which is a change of ours).
+ */
+static void
+adopt_version(struct scanner *s, struct scan_entry *e, const struct store_block *blocks,
+	      size_t nblocks)
+{
+	struct folder *f = s->f;
+	struct store_txn *txn;
+
+	if (store_read_begin(f->ag->store, &txn) != 0)
+		return;
+	for (struct device *d = f->ag->devices; d && !e->adopted; d = d->next) {
+		struct store_file rf;
+		if (!folder_shared_with(f, d) ||
+		    store_file_get(txn, f->num, d->num, e->name, e->name_len, 1, &rf) != 0)
+			continue;
+		int same = rf.type == STORE_FILE && !(rf.flags & (STORE_FLAG_DELETED | STORE_FLAG_INVALID)) &&
+			   rf.size == e->size && rf.nblocks == nblocks && rf.nversion > 0;
+		for (size_t i = 0; same && i < nblocks; i++)
+			same = rf.blocks[i].size == blocks[i].size &&
+			       memcmp(rf.blocks[i].hash, blocks[i].hash, 32) == 0;
+		if (same && e->prev_nversion &&
+		    vv_compare(rf.version, rf.nversion, e->prev_version, e->prev_nversion) == VV_LESSER)
+			same = 0;
+		if (same && (e->adopted = malloc(rf.nversion * sizeof(*e->adopted)))) {
+			memcpy(e->adopted, rf.version, rf.nversion * sizeof(*e->adopted));
+			e->nadopted = rf.nversion;
+		}
+		store_file_release(&rf);
+	}
+	store_read_end(txn);
+}
 
 static void
 scan_finish(struct scanner *s)
@@ -622,6 +689,7 @@ hash_done(uv_work_t *w, int status)
 			free(j->blocks);
 		} else {
 			s->hashed_bytes += j->e->size;
+			adopt_version(s, j->e, j->blocks, j->nblocks);
 			if (scan_record(s, j->e, 0, j->blocks, j->nblocks, j->block_size) != 0)
 				s->failed = 1;
 		}

@@ -33,7 +33,7 @@
 
 struct store {
 	MDB_env *env;
-	MDB_dbi meta, folders, devices, files, seq, blocks, ckpt, events;
+	MDB_dbi meta, folders, devices, files, seq, blocks, ckpt, events, partials;
 	int rdonly;
 	int writing;	   /* inside store_write() */
 	unsigned nreaders; /* open read transactions */

@@ -170,6 +170,7 @@ open_dbs(struct store *s, MDB_txn *t)
 	    {"blocks", offsetof(struct store, blocks)},
 	    {"checkpoints", offsetof(struct store, ckpt)},
 	    {"events", offsetof(struct store, events)},
+	    {"partials", offsetof(struct store, partials)},
 	};
 	unsigned flags = s->rdonly ? 0 : MDB_CREATE;
 	size_t i;

@@ -255,6 +255,31 @@ int store_checkpoint_put(struct store_txn *txn, uint32_t folder, uint32_t dev,
 			 const struct store_checkpoint *cp);
 
 /*
+ * ---- partial downloads: (folder, name) -> what is already in the temp file ----
+ * A record says which blocks of one wanted version (ident: the agent's hash of
+ * the version's size and block list) are verified in the temporary file tmp.
+ * store_partial_get() fills p with pointers into the transaction's memory;
+ * store_partials_each() calls cb for every record (cb returns 0 to go on, 1 to
+ * stop, < 0 for an error). Get and del return STORE_ENOTFOUND when absent.
+ */
+struct store_partial {
+	const char *tmp;         /* the temporary file's name in the file's directory */
+	size_t tmp_len;
+	uint8_t ident[32];
+	uint64_t time_ns;        /* when the record was last written */
+	uint32_t nblocks;
+	const uint8_t *bitmap;   /* (nblocks + 7) / 8 bytes, bit i = block i verified */
+};
+int store_partial_put(struct store_txn *txn, uint32_t folder, const char *name, size_t name_len,
+		      const struct store_partial *p);
+int store_partial_get(struct store_txn *txn, uint32_t folder, const char *name, size_t name_len,
+		      struct store_partial *p);
+int store_partial_del(struct store_txn *txn, uint32_t folder, const char *name, size_t name_len);
+typedef int (*store_partial_cb)(uint32_t folder, const char *name, size_t name_len,
+				const struct store_partial *p, void *arg);
+int store_partials_each(struct store_txn *txn, store_partial_cb cb, void *arg);
+
+/*
  * ---- durable events: seq (u64) -> time (ns since the epoch) and a JSON text ----
  * store_event_put() appends one event; seq must be above every stored one.
  * store_events_each() calls cb for events with seq > after_seq in order; json
