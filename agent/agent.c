@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "agent/agent.h"
+#include "agent/discovery.h"
 #include "agent/events.h"
 #include "agent/home.h"
 #include "agent/invites.h"
@@ -400,6 +401,8 @@ device_free(struct device *d)
 	for (size_t k = 0; k < d->naddrs; k++)
 		free(d->addrs[k]);
 	free(d->addrs);
+	for (size_t k = 0; k < 4; k++)
+		free(d->found_addrs[k]);
 	free(d);
 }
 
@@ -661,7 +664,10 @@ static void
 dial_devices(struct agent *ag, uint64_t now)
 {
 	for (struct device *d = ag->devices; d; d = d->next) {
-		if (d->mark || d->conn || d->dialing || d->naddrs == 0 || now < d->next_dial_ms ||
+		size_t nfound = 0;
+		while (nfound < 4 && d->found_addrs[nfound])
+			nfound++;
+		if (d->mark || d->conn || d->dialing || d->naddrs + nfound == 0 || now < d->next_dial_ms ||
 		    d->join_refused)
 			continue;
 		int shares = 0;
@@ -669,7 +675,8 @@ dial_devices(struct agent *ag, uint64_t now)
 			shares |= folder_shared_with(f, d);
 		if (!shares)
 			continue;
-		const char *addr = d->addrs[d->addr_ix++ % d->naddrs];
+		size_t ix = d->addr_ix++ % (d->naddrs + nfound);
+		const char *addr = ix < d->naddrs ? d->addrs[ix] : d->found_addrs[ix - d->naddrs];
 		/* Back off 1 s, 2 s, 4 s ... up to 60 s, with jitter, until one works. */
 		d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : 1000;
 		if (d->backoff_ms > 60000)
@@ -878,6 +885,37 @@ agent_stop(struct agent *ag, const char *why)
 		uv_close((uv_handle_t *)&ag->listener, on_handle_closed);
 	control_close(ag);
 	watch_stop(ag);
+	discovery_stop(ag->disc);
+	ag->disc = NULL;
+}
+
+/* discovery: a device announced itself at addr (a hint: the handshake checks the key). */
+static void
+on_mdns_found(void *arg, const char *idstr, const char *addr)
+{
+	struct agent *ag = arg;
+	unsigned char id[32];
+	struct device *d;
+	char *copy;
+	size_t k;
+
+	if (sec_devid_parse(idstr, id) != 0 || !(d = agent_device(ag, id)))
+		return;
+	for (k = 0; k < 4 && d->found_addrs[k]; k++)
+		if (strcmp(d->found_addrs[k], addr) == 0)
+			return;
+	if (!(copy = strdup(addr)))
+		return;
+	free(d->found_addrs[3]);
+	memmove(&d->found_addrs[1], &d->found_addrs[0], 3 * sizeof(char *));
+	d->found_addrs[0] = copy;
+	log_info("mDNS: %s is at %s", d->name ? d->name : d->idstr, addr);
+	if (!d->conn && !d->dialing) {
+		d->addr_ix = d->naddrs; /* the new address first */
+		d->backoff_ms = 0;
+		d->next_dial_ms = 0;
+		agent_kick(ag);
+	}
 }
 
 static void
@@ -1005,15 +1043,19 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 		goto run;
 	}
 	log_info("listening on %s", ag->listen_addr);
-	if (!no_mdns)
-		log_info("mDNS discovery is not available in this build; devices are reached at "
-			 "their configured addresses");
 	if (control_listen(ag) != 0)
 		log_warn("no control socket at %s: status and reloads go through the files only",
 			 ag->sock_path);
 	if (getenv("SHOAL_NO_WATCH") || watch_start(ag) != 0)
 		ag->rescan_interval_ms = ag->rescan_fallback_ms;
 	agent_apply_config(ag);
+	if (!no_mdns) {
+		rc = discovery_start(ag->loop, ag->idstr, ag->cfg.name,
+				     atoi(strrchr(ag->listen_addr, ':') + 1), on_mdns_found, ag,
+				     &ag->disc);
+		if (rc != 0)
+			log_warn("mDNS discovery not started: %s", strerror(-rc));
+	}
 	if (created || ag->cfg.npeers == 0)
 		log_info("to share: on the other device run `shoal device add %s --addr "
 			 "THIS-HOST:%s`, and here `shoal device add THEIR-ID` and `shoal folder "

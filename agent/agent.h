@@ -54,6 +54,7 @@ struct device {
 	uint64_t next_dial_ms;
 	uint32_t backoff_ms;
 	size_t addr_ix;
+	char *found_addrs[4];   /* addresses mDNS reported, newest first */
 	uint64_t in_bytes, out_bytes; /* totals over all connections */
 	int mark;               /* reload bookkeeping */
 	int join_refused;       /* our invite for it was refused: stop dialling it */
@@ -111,6 +112,7 @@ struct agent {
 	struct stat cfg_st;
 	char *listen_override;
 	int no_mdns;
+	struct discovery *disc; /* mDNS (discovery.c); NULL with --no-mdns */
 	int lockfd;
 
 	uv_tcp_t listener;

@@ -613,9 +613,9 @@ check_listen(struct doctor *d)
 static void
 check_avahi(struct doctor *d)
 {
-	static const char later[] = "this version does not use mDNS discovery yet (devices are "
-				    "reached at their configured addresses), so nothing is "
-				    "lost now, but a later version will need it";
+	static const char later[] = "devices on the LAN are not found by mDNS until it runs "
+				    "(devices with a configured address, and invite codes that "
+				    "carry addresses, still work)";
 	static const char fix[] = "sudo apt-get install avahi-daemon && sudo systemctl enable "
 				  "--now avahi-daemon";
 	struct sockaddr_un sa;
@@ -631,8 +631,8 @@ check_avahi(struct doctor *d)
 		close(fd);
 	if (e == 0)
 		doc_add(d, DOC_OK, "avahi",
-			xfmt("avahi-daemon answers on %s (mDNS discovery is not yet used by this "
-			     "version: devices are reached at their configured addresses)",
+			xfmt("avahi-daemon answers on %s: devices on the LAN find each other "
+			     "by mDNS",
 			     AVAHI_SOCKET),
 			NULL);
 	else if (e == ENOENT)

@@ -17,7 +17,8 @@ cd "$ROOT"
 PKGS=(build-essential cmake pkg-config
       libsodium-dev libuv1-dev libavahi-client-dev liblmdb-dev libmsgpack-dev
       python3 tcpdump iproute2 util-linux procps
-      systemd man-db dpkg-dev adduser)
+      systemd man-db dpkg-dev adduser
+      avahi-daemon avahi-utils dbus)
 
 log() { printf '== %s\n' "$*" >&2; }
 
