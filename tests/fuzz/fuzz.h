@@ -24,40 +24,40 @@
 /* Runs one input; returns 0 (libFuzzer reserves other values). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FUZZ_FAIL(...)                                                                     \
-	do {                                                                               \
-		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                            \
-		fprintf(stderr, __VA_ARGS__);                                              \
-		fprintf(stderr, "\n");                                                     \
-		abort();                                                                   \
+#define FUZZ_FAIL(...)                                                                             \
+	do {                                                                                       \
+		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                    \
+		fprintf(stderr, __VA_ARGS__);                                                      \
+		fprintf(stderr, "\n");                                                             \
+		abort();                                                                           \
 	} while (0)
 
-#define FUZZ_ASSERT(cond)                                                                  \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			FUZZ_FAIL("assertion failed: %s", #cond);                          \
+#define FUZZ_ASSERT(cond)                                                                          \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			FUZZ_FAIL("assertion failed: %s", #cond);                                  \
 	} while (0)
 
-#define FUZZ_ASSERT_EQ(a, b)                                                               \
-	do {                                                                               \
-		long long a_ = (long long)(a), b_ = (long long)(b);                        \
-		if (a_ != b_)                                                              \
-			FUZZ_FAIL("%s == %s: %lld != %lld", #a, #b, a_, b_);               \
+#define FUZZ_ASSERT_EQ(a, b)                                                                       \
+	do {                                                                                       \
+		long long a_ = (long long)(a), b_ = (long long)(b);                                \
+		if (a_ != b_)                                                                      \
+			FUZZ_FAIL("%s == %s: %lld != %lld", #a, #b, a_, b_);                       \
 	} while (0)
 
-#define FUZZ_ASSERT_UEQ(a, b)                                                              \
-	do {                                                                               \
-		unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
-		if (a_ != b_)                                                              \
-			FUZZ_FAIL("%s == %s: %llu != %llu", #a, #b, a_, b_);               \
+#define FUZZ_ASSERT_UEQ(a, b)                                                                      \
+	do {                                                                                       \
+		unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);     \
+		if (a_ != b_)                                                                      \
+			FUZZ_FAIL("%s == %s: %llu != %llu", #a, #b, a_, b_);                       \
 	} while (0)
 
 /* a <= b, unsigned. */
-#define FUZZ_ASSERT_ULE(a, b)                                                              \
-	do {                                                                               \
-		unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b); \
-		if (a_ > b_)                                                               \
-			FUZZ_FAIL("%s <= %s: %llu > %llu", #a, #b, a_, b_);                \
+#define FUZZ_ASSERT_ULE(a, b)                                                                      \
+	do {                                                                                       \
+		unsigned long long a_ = (unsigned long long)(a), b_ = (unsigned long long)(b);     \
+		if (a_ > b_)                                                                       \
+			FUZZ_FAIL("%s <= %s: %llu > %llu", #a, #b, a_, b_);                        \
 	} while (0)
 
 static inline void
@@ -72,16 +72,16 @@ fuzz_hexdump(const char *label, const void *p, size_t n)
 }
 
 /* Compares n bytes; n == 0 is equal whatever the pointers (NULL included). */
-#define FUZZ_ASSERT_MEMEQ(a, b, n)                                                         \
-	do {                                                                               \
-		size_t n_ = (n);                                                           \
-		if (n_ > 0 && memcmp((a), (b), n_) != 0) {                                 \
-			fprintf(stderr, "%s:%d: %s == %s (%zu bytes) differ\n", __FILE__,  \
-				__LINE__, #a, #b, n_);                                     \
-			fuzz_hexdump(#a, (a), n_);                                         \
-			fuzz_hexdump(#b, (b), n_);                                         \
-			abort();                                                           \
-		}                                                                          \
+#define FUZZ_ASSERT_MEMEQ(a, b, n)                                                                 \
+	do {                                                                                       \
+		size_t n_ = (n);                                                                   \
+		if (n_ > 0 && memcmp((a), (b), n_) != 0) {                                         \
+			fprintf(stderr, "%s:%d: %s == %s (%zu bytes) differ\n", __FILE__,          \
+				__LINE__, #a, #b, n_);                                             \
+			fuzz_hexdump(#a, (a), n_);                                                 \
+			fuzz_hexdump(#b, (b), n_);                                                 \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 /*

@@ -12,7 +12,6 @@
  * - the first 32 input bytes (zero-padded), taken as an ID, format and parse
  *   back to themselves.
  */
-#include <ctype.h>
 #include <string.h>
 
 #include "crypto/identity.h"
@@ -73,7 +72,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (*p == '-' || *p == ' ')
 				continue;
 			FUZZ_ASSERT(n_in < sizeof(norm_in) - 1);
-			norm_in[n_in++] = (char)toupper((unsigned char)*p);
+			norm_in[n_in++] = *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
 		}
 		for (const char *p = out; *p; p++)
 			if (*p != '-')

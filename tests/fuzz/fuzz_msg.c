@@ -129,6 +129,15 @@ check_msg(const struct proto_msg *m, const uint8_t *buf, size_t len)
 	case PROTO_CLOSE:
 		check_str(m->u.close.reason, 0, PROTO_STR_MAX, buf, len);
 		break;
+	case PROTO_JOIN:
+		check_str(m->u.join.folder, 1, PROTO_STR_MAX, buf, len);
+		check_str(m->u.join.secret, PROTO_INVITE_SECRET, PROTO_INVITE_SECRET, buf, len);
+		check_str(m->u.join.device_name, 0, PROTO_STR_MAX, buf, len);
+		break;
+	case PROTO_JOIN_RESULT:
+		FUZZ_ASSERT_ULE(m->u.join_result.code, PROTO_J_ERROR);
+		check_str(m->u.join_result.message, 0, PROTO_STR_MAX, buf, len);
+		break;
 	default:
 		FUZZ_FAIL("decoded an unknown type %d", (int)m->type);
 	}
@@ -181,8 +190,9 @@ folder_eq(const struct proto_folder *a, const struct proto_folder *b)
 }
 
 /*
- * proto_encode_close() takes a C string, so a reason that holds a NUL goes
- * out up to that NUL: the re-encoded reason is that prefix.
+ * proto_encode_close() and proto_encode_join_result() take a C string, so a
+ * reason or message that holds a NUL goes out up to that NUL: the re-encoded
+ * text is that prefix.
  */
 static struct proto_bytes
 close_reason_sent(struct proto_bytes r)

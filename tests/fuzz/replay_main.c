@@ -63,8 +63,8 @@ out:
 static int
 run_file(const char *path)
 {
-	uint8_t *data;
-	size_t len;
+	uint8_t *data = NULL;
+	size_t len = 0;
 	int rc;
 
 	rc = read_file(path, &data, &len);
@@ -72,6 +72,9 @@ run_file(const char *path)
 		fprintf(stderr, "%s: %s\n", path, strerror(-rc));
 		return rc;
 	}
+	/* Named first, so that the input that aborts is the last one listed. */
+	printf("%s (%zu bytes)\n", path, len);
+	fflush(stdout);
 	LLVMFuzzerTestOneInput(data, len);
 	free(data);
 	return 0;
