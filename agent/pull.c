@@ -214,16 +214,17 @@ conflict_remote_wins(const struct store_file *r, const struct store_file *l)
 }
 
 /*
- * NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT in the same directory, DEVICE
- * being the first seven characters of the losing editor's device ID.
+ * NAME.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.EXT in the same directory: the
+ * losing version's modification time and the first seven characters of its
+ * editor's device ID.
  */
 static void
-conflict_name(const char *base, uint64_t loser, char *out, size_t len)
+conflict_name(const char *base, uint64_t loser, int64_t mtime, char *out, size_t len)
 {
 	static const char b32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 	char dev[8], stamp[32];
 	const char *dot = strrchr(base, '.');
-	time_t now = time(NULL);
+	time_t now = mtime > 0 ? (time_t)mtime : time(NULL);
 	struct tm tm;
 
 	for (int i = 0; i < 7; i++)
@@ -299,9 +300,15 @@ plan_one(const struct store_file *r, void *arg)
 				/* Both changed it: every device picks the same winner. */
 				int w = conflict_remote_wins(r, &l);
 				want = w != 0;
+				/*
+				 * Only the device that made the losing edit keeps a copy of
+				 * it (and sends it to everyone): the others just take the
+				 * winner, so there is one copy however many devices there are.
+				 */
 				if (w == 2 && l.type == STORE_FILE && r->type == STORE_FILE &&
-				    !(l.flags & STORE_FLAG_DELETED))
-					conflict_loser = vv_last_modifier(l.version, l.nversion);
+				    !(l.flags & STORE_FLAG_DELETED) && x->self_id &&
+				    vv_last_modifier(l.version, l.nversion) == x->self_id)
+					conflict_loser = x->self_id;
 				x->conflicts += !want;
 			}
 		}
@@ -1230,7 +1237,8 @@ finish_work(uv_work_t *w)
 		}
 		if (pf->conflict_loser) {
 			/* Keep the losing local edit next to the winner; it syncs as a new file. */
-			conflict_name(pf->base, pf->conflict_loser, pf->conflict, sizeof(pf->conflict));
+			conflict_name(pf->base, pf->conflict_loser, pf->expect.mtime_s, pf->conflict,
+				      sizeof(pf->conflict));
 			if (strlen(pf->conflict) > 255 ||
 			    renameat(pf->dirfd, pf->base, pf->dirfd, pf->conflict) != 0) {
 				pf->failed = errno ? errno : ENAMETOOLONG;
