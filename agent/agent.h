@@ -187,6 +187,13 @@ uint64_t conn_out_bytes(const struct conn *c);
  */
 int scan_start(struct folder *f, char **scopes, size_t nscopes);
 void scan_abort(struct folder *f);
+/*
+ * Cuts and hashes size bytes of fd with average block size avg, with two
+ * threads when parallel is set (the result is the same). *blocks is malloc'd.
+ * Returns 0 or a negative code. For tests.
+ */
+int scan_chunk_fd(int fd, uint64_t size, uint32_t avg, int parallel, struct store_block **blocks,
+		  size_t *n);
 
 /* ---- puller (pull.c) ---- */
 int pull_start(struct folder *f);

@@ -98,6 +98,7 @@ struct pull_file {
 	uint8_t *done_map;  /* bit i: block i verified in the temp file */
 	uint8_t *resume_map; /* blocks a record says are there: verified again before use */
 	size_t saved_done;  /* done_blocks when the partial record was last written */
+	struct write_job *last_job; /* the job queue_write() made last (to add details) */
 	int had_record;     /* a partial record for this name existed when we began */
 	struct stat st;
 };
@@ -114,6 +115,8 @@ struct write_job {
 	char *src_name;
 	uint64_t src_off;
 	int verify_only; /* a resumed block: read it back from the temp file and check it */
+	struct disk_state trust; /* the source as indexed; see local_find */
+	int copied;      /* done by copy_file_range without a rehash */
 };
 
 /* A partial download to record: the file stopped (failed or abort) with blocks verified. */
@@ -817,6 +820,42 @@ write_work(uv_work_t *w)
 			j->rc = fd;
 			return;
 		}
+		/*
+		 * A source that still is exactly what the scanner indexed holds the
+		 * recorded blocks (the same trust the scanner puts in size, mtime and
+		 * inode): the kernel copies the range and nothing is rehashed.
+		 */
+		struct stat sst;
+		if (j->trust.have && fstat(fd, &sst) == 0 && (uint64_t)sst.st_size == j->trust.size &&
+		    (uint64_t)sst.st_ino == j->trust.ino && sst.st_mtim.tv_sec == j->trust.mtime_s &&
+		    (uint32_t)sst.st_mtim.tv_nsec == j->trust.mtime_ns) {
+			loff_t in = (loff_t)j->src_off, out = (loff_t)pf->offsets[j->index];
+			size_t left = j->len;
+			while (left > 0) {
+				ssize_t r = copy_file_range(fd, &in, pf->fd, &out, left, 0);
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r <= 0)
+					break;
+				left -= (size_t)r;
+			}
+			if (left == 0) {
+				/* Still the indexed file after the copy? Then the bytes are good. */
+				if (fstat(fd, &sst) == 0 && sst.st_mtim.tv_sec == j->trust.mtime_s &&
+				    (uint32_t)sst.st_mtim.tv_nsec == j->trust.mtime_ns &&
+				    (uint64_t)sst.st_size == j->trust.size) {
+					close(fd);
+					j->copied = 1;
+					j->rc = 0;
+					return;
+				}
+			} else if (errno == ENOSPC) {
+				close(fd);
+				j->rc = -ENOSPC;
+				return;
+			}
+			/* Fall back to reading and checking. */
+		}
 		while (off < j->len) {
 			ssize_t r = pread(fd, j->data + off, j->len - off, (off_t)(j->src_off + off));
 			if (r < 0 && errno == EINTR)
@@ -924,6 +963,7 @@ queue_write(struct pull_file *pf, size_t index, uint8_t *data, int src_root, cha
 	j->src_name = src_name;
 	j->src_off = src_off;
 	j->work.data = j;
+	pf->last_job = j;
 	if (uv_queue_work(p->f->ag->loop, &j->work, write_work, write_done) != 0) {
 		free(j);
 		return -ENOMEM;
@@ -974,10 +1014,13 @@ pf_request(struct pull_file *pf, size_t index)
 
 struct local_find {
 	struct agent *ag;
+	struct store_txn *txn;
 	uint32_t size;
 	int rootfd;
 	char *name;
 	uint64_t off;
+	struct disk_state trust; /* the source's recorded state: when the disk still matches,
+				    its blocks are what the index says and need no rehash */
 };
 
 static int
@@ -989,11 +1032,24 @@ local_found(uint32_t folder, const char *name, size_t name_len, uint64_t offset,
 		return 0;
 	for (struct folder *f = lf->ag->folders; f; f = f->next) {
 		if (f->num == folder && f->rootfd >= 0) {
+			struct store_file rec;
 			lf->name = strndup(name, name_len);
 			if (!lf->name)
 				return -ENOMEM;
 			lf->rootfd = f->rootfd;
 			lf->off = offset;
+			memset(&lf->trust, 0, sizeof(lf->trust));
+			if (store_file_get(lf->txn, folder, STORE_LOCAL, name, name_len, 0, &rec) == 0) {
+				if (rec.type == STORE_FILE && !(rec.flags & STORE_FLAG_DELETED) &&
+				    rec.inode) {
+					lf->trust.have = 1;
+					lf->trust.size = rec.size;
+					lf->trust.ino = rec.inode;
+					lf->trust.mtime_s = rec.mtime_s;
+					lf->trust.mtime_ns = rec.mtime_ns;
+				}
+				store_file_release(&rec);
+			}
 			return 1;
 		}
 	}
@@ -1010,7 +1066,7 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 	       p->inflight_bytes < PULL_INFLIGHT_MAX) {
 		size_t i = pf->next_block++;
 		const struct store_block *b = &pf->rf.blocks[i];
-		struct local_find lf = {p->f->ag, b->size, -1, NULL, 0};
+		struct local_find lf = {p->f->ag, txn, b->size, -1, NULL, 0, {0}};
 		if (pf->resume_map && (pf->resume_map[i / 8] & (1u << (i % 8)))) {
 			uint8_t *data = malloc(b->size);
 			if (data && queue_write(pf, i, data, -2, NULL, 0) == 0)
@@ -1022,8 +1078,10 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 		if (lf.name) {
 			uint8_t *data = malloc(b->size);
 			int root = fcntl(lf.rootfd, F_DUPFD_CLOEXEC, 3);
-			if (data && root >= 0 && queue_write(pf, i, data, root, lf.name, lf.off) == 0)
+			if (data && root >= 0 && queue_write(pf, i, data, root, lf.name, lf.off) == 0) {
+				pf->last_job->trust = lf.trust;
 				continue;
+			}
 			free(data);
 			free(lf.name);
 			if (root >= 0)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "agent/config.h"
 #include "agent/fsops.h"
 #include "agent/json.h"
@@ -238,6 +239,49 @@ TEST(version_vectors)
 	ASSERT_EQ(vv_compare(b, 1, NULL, 0), VV_GREATER);
 }
 
+TEST(parallel_chunking)
+{
+	char path[128];
+	struct store_block *a = NULL, *b = NULL;
+	size_t na = 0, nb = 0;
+	uint64_t x = 88172645463325252ull;
+
+	mktmp();
+	snprintf(path, sizeof(path), "%s/data", tmpdir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT(fd >= 0);
+	/* 24 MiB of xorshift bytes, then a run of zeros (no cut points inside) and more. */
+	uint64_t *buf = malloc(1 << 20);
+	ASSERT(buf != NULL);
+	for (int m = 0; m < 24; m++) {
+		for (size_t i = 0; i < (1u << 20) / 8; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			buf[i] = m == 12 ? 0 : x;
+		}
+		ASSERT_EQ(write(fd, buf, 1 << 20), 1 << 20);
+	}
+	free(buf);
+	uint64_t size = 24u << 20;
+	for (uint32_t avg = 64 * 1024; avg <= 1024 * 1024; avg *= 4) {
+		ASSERT_EQ(scan_chunk_fd(fd, size, avg, 0, &a, &na), 0);
+		ASSERT_EQ(scan_chunk_fd(fd, size, avg, 1, &b, &nb), 0);
+		ASSERT_EQ(na, nb);
+		uint64_t total = 0;
+		for (size_t i = 0; i < na; i++) {
+			ASSERT_UEQ(a[i].size, b[i].size);
+			ASSERT_MEMEQ(a[i].hash, b[i].hash, 32);
+			total += a[i].size;
+		}
+		ASSERT_UEQ(total, size);
+		free(a);
+		free(b);
+	}
+	close(fd);
+	rmtmp();
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(config_roundtrip)
 TEST_ENTRY(config_errors)
@@ -245,4 +289,5 @@ TEST_ENTRY(folder_ids)
 TEST_ENTRY(json_roundtrip)
 TEST_ENTRY(fsops_confined)
 TEST_ENTRY(version_vectors)
+TEST_ENTRY(parallel_chunking)
 TEST_LIST_END
