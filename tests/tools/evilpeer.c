@@ -611,8 +611,30 @@ peer_handshake(struct peer *p, const unsigned char *expect)
 	unsigned char rs[32];
 	int n, rc;
 
-	rc = sec_handshake_new(&hs, SEC_SUITE_CHACHAPOLY_BLAKE2B, 1, p->ident.x_sk,
-			       (const unsigned char *)PROLOGUE, sizeof(PROLOGUE) - 1);
+	/* Suite negotiation (agent/conn.c): offer ChaChaPoly only; the choice must be it. */
+	{
+		const uint8_t offer[3] = {0x53, 1, 0x1};
+		unsigned char pro[sizeof(PROLOGUE) + 1];
+		rc = peer_send_frame(p, offer, sizeof(offer));
+		if (rc != 0)
+			goto out;
+		n = peer_frame(p, now_ms() + p->timeout_ms, &body, &blen);
+		if (n < 0) {
+			rc = n;
+			goto out;
+		}
+		if (blen != 3 || body[0] != 0x53 || body[1] != 1 || body[2] != 0x1) {
+			peer_consume(p, (size_t)n);
+			rc = -EPROTO;
+			goto out;
+		}
+		peer_consume(p, (size_t)n);
+		memcpy(pro, PROLOGUE, sizeof(PROLOGUE) - 1);
+		pro[sizeof(PROLOGUE) - 1] = offer[2];
+		pro[sizeof(PROLOGUE)] = 0x1;
+		rc = sec_handshake_new(&hs, SEC_SUITE_CHACHAPOLY_BLAKE2B, 1, p->ident.x_sk, pro,
+				       sizeof(pro));
+	}
 	if (rc != 0)
 		goto out;
 	/* -> e */
