@@ -330,6 +330,18 @@ folder_open_root(struct folder *f)
 	}
 	f->num = x.num;
 	f->index_id = x.index_id;
+	{
+		struct store_txn *txn;
+		char key[32];
+		uint64_t v = 0;
+		size_t len = 0;
+		snprintf(key, sizeof(key), "selfmax/%u", f->num);
+		if (store_read_begin(f->ag->store, &txn) == 0) {
+			if (store_meta_get(txn, key, &v, sizeof(v), &len) == 0 && len == sizeof(v))
+				f->self_max = v;
+			store_read_end(txn);
+		}
+	}
 	f->rootfd = open(f->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (f->rootfd < 0) {
 		folder_set_error(f, "cannot open %s: %s", f->path, strerror(errno));

@@ -1194,7 +1194,7 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 		return;
 	}
 	if (c->guest) {
-		if (m.type == PROTO_JOIN) {
+		if (m.type == PROTO_JOIN && !c->guest_done) {
 			conn_on_join(c, &m.u.join);
 		} else {
 			log_warn("refused unknown device %s at %s: it presented no invite",

@@ -6,7 +6,9 @@
  * completed, failed; conflicts; errors) are also written to LMDB, in one
  * transaction per second at most, and pruned after EVENTS_KEEP_DAYS; the
  * others (state changes, index updates, progress) live in a ring of the last
- * EVENTS_RING events only. Sequence numbers keep growing across restarts.
+ * EVENTS_RING events only. After a restart numbering continues from the last
+ * stored (durable) event, so numbers of an earlier run's transient events may
+ * be used again.
  *
  * Use: struct json *j = events_begin(ag, "type"); json_key(j, ...) ...;
  * events_end(ag, j, durable). Nothing is sent when nobody listens except

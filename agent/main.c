@@ -1457,7 +1457,26 @@ cmd_join(int argc, char **argv)
 			u.cfg.folders[wf++] = *x;
 		}
 		u.cfg.nfolders = wf;
-		(void)added_peer;
+		if (added_peer) {
+			unsigned char oid[32];
+			int used = 0;
+			sec_devid_parse(owner, oid);
+			for (size_t i = 0; i < u.cfg.nfolders; i++)
+				used |= config_folder_shared(&u.cfg.folders[i], oid);
+			size_t wp = 0;
+			for (size_t i = 0; i < u.cfg.npeers; i++) {
+				struct cfg_peer *pp = &u.cfg.peers[i];
+				if (!used && memcmp(pp->id, oid, 32) == 0) {
+					free(pp->name);
+					for (size_t k = 0; k < pp->naddrs; k++)
+						free(pp->addrs[k]);
+					free(pp->addrs);
+					continue;
+				}
+				u.cfg.peers[wp++] = *pp;
+			}
+			u.cfg.npeers = wp;
+		}
 		cfg_end(&u, 1);
 		free(home);
 		return 1;

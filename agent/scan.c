@@ -586,6 +586,18 @@ static int
 txn_put_batch(struct store_txn *txn, void *arg)
 {
 	struct scanner *s = arg;
+	char key[32];
+	uint64_t saved = 0;
+	size_t len = 0;
+
+	/* The highest counter this device gave itself, for the inflation check after a restart. */
+	snprintf(key, sizeof(key), "selfmax/%u", s->f->num);
+	if (store_meta_get(txn, key, &saved, sizeof(saved), &len) != 0 || len != sizeof(saved) ||
+	    saved < s->f->self_max) {
+		int rc = store_meta_put(txn, key, &s->f->self_max, sizeof(s->f->self_max));
+		if (rc != 0)
+			return rc;
+	}
 	for (size_t i = 0; i < s->nbatch; i++) {
 		s->batch[i].sequence = 0;
 		int rc = store_file_put(txn, s->f->num, STORE_LOCAL, &s->batch[i]);
