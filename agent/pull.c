@@ -32,7 +32,8 @@
 #include "crypto/chunker.h"
 
 #define PULL_ACTIVE_MAX 64            /* files open at once */
-#define PULL_INFLIGHT_MAX (16u << 20) /* block bytes requested or being written */
+#define PULL_INFLIGHT_MAX (8u << 20) /* block bytes requested or being written: plenty for
+					 a LAN's bandwidth-delay product, small enough for RAM */
 #define PULL_FINISH_BATCH 128
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
@@ -1234,10 +1235,12 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	}
 	pf_try_resume(pf, txn);
 	if (pf->fd < 0) {
-		/* A stale temporary file of an earlier attempt goes; the new one must be ours. */
-		unlinkat(pf->dirfd, pf->tmp, 0);
+		/* A new temp file, ours alone; a stale one of an earlier attempt goes first. */
 		pf->fd = openat(pf->dirfd, pf->tmp,
 				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (pf->fd < 0 && errno == EEXIST && unlinkat(pf->dirfd, pf->tmp, 0) == 0)
+			pf->fd = openat(pf->dirfd, pf->tmp,
+					O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	}
 	if (pf->fd < 0) {
 		pf_fail(pf, strerror(errno));
@@ -1278,6 +1281,14 @@ finish_work(uv_work_t *w)
 	struct finish_job *j = w->data;
 	int lastdir = -1;
 
+	/*
+	 * Group flush: start the write-back of every file of the batch first, so
+	 * the disk sees them together, then wait for each. Each file is still
+	 * durable before its rename, without paying one full round trip to the
+	 * disk per file in turn.
+	 */
+	for (size_t i = 0; i < j->n; i++)
+		sync_file_range(j->files[i]->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	for (size_t i = 0; i < j->n; i++) {
 		struct pull_file *pf = j->files[i];
 		struct timespec ts[2];
