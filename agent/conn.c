@@ -853,7 +853,7 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 			f = c->cf[i].f;
 	}
 	if (!f) {
-		log_warn("%s sent an index for folder %.*s, which is not shared with it",
+		log_peer(LOG_WARN, "%s sent an index for folder %.*s, which is not shared with it",
 			 c->dev->idstr, (int)(ix->folder.len > 64 ? 64 : ix->folder.len),
 			 (const char *)ix->folder.p);
 		conn_close(c, "index for a folder not shared");
@@ -879,7 +879,7 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		return;
 	}
 	if (rc == -ERANGE) {
-		log_warn("%s sent sequence numbers that go backwards in folder %s (%llu after %llu); "
+		log_peer(LOG_WARN, "%s sent sequence numbers that go backwards in folder %s (%llu after %llu); "
 			 "closing",
 			 c->dev->idstr, f->id, (unsigned long long)x.bad_seq,
 			 (unsigned long long)x.prev_seq);
@@ -887,7 +887,7 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		return;
 	}
 	if (x.refused)
-		log_warn("%s announced %zu entr%s in %s (first: %.*s) with a version that inflates "
+		log_peer(LOG_WARN, "%s announced %zu entr%s in %s (first: %.*s) with a version that inflates "
 			 "this device's counter; refused",
 			 c->dev->idstr, x.refused, x.refused == 1 ? "y" : "ies", f->id,
 			 (int)(x.refused_name->name.len > 200 ? 200 : x.refused_name->name.len),
@@ -1033,6 +1033,9 @@ conn_on_request(struct conn *c, const struct proto_request *r)
 			f = c->cf[i].f;
 	}
 	if (!f || !folder_shared_with(f, c->dev) || f->rootfd < 0) {
+		log_peer(LOG_WARN, "%s asked for a block of folder %.*s, which is not shared with it",
+			 c->dev->idstr, (int)(r->folder.len > 64 ? 64 : r->folder.len),
+			 (const char *)r->folder.p);
 		conn_respond(c, r->id, PROTO_R_DENIED);
 		return;
 	}
@@ -1097,7 +1100,7 @@ conn_on_join(struct conn *c, const struct proto_join *j)
 		log_info("device %s (%s) joined folder %s with an invite", c->dev->idstr,
 			 name[0] ? name : "?", folder);
 	else
-		log_warn("device %s at %s presented an invite for %s that was refused: %s",
+		log_peer(LOG_WARN, "device %s at %s presented an invite for %s that was refused: %s",
 			 c->dev->idstr, c->addr, folder, msg);
 	if (proto_encode_join_result(&c->out, (uint32_t)code, msg) == 0 && conn_send_buf(c) == 0)
 		c->close_after_write = 1;
@@ -1188,7 +1191,7 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 	int rc = proto_msg_decode(p, len, &m);
 
 	if (rc != 0) {
-		log_warn("malformed message from %s at %s: %s", c->dev->idstr, c->addr,
+		log_peer(LOG_WARN, "malformed message from %s at %s: %s", c->dev->idstr, c->addr,
 			 proto_strerror(rc));
 		conn_close(c, "malformed message");
 		return;
@@ -1197,7 +1200,7 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 		if (m.type == PROTO_JOIN && !c->guest_done) {
 			conn_on_join(c, &m.u.join);
 		} else {
-			log_warn("refused unknown device %s at %s: it presented no invite",
+			log_peer(LOG_WARN, "refused unknown device %s at %s: it presented no invite",
 				 c->dev->idstr, c->addr);
 			conn_close(c, "an unknown device must present an invite first");
 		}
@@ -1330,7 +1333,7 @@ conn_on_handshake(struct conn *c, const uint8_t *p, size_t len)
 		}
 		if (rc != 0 || memcmp(devid, c->dev->id, 32) != 0) {
 			sec_devid_format(devid, idstr);
-			log_warn("%s answered as %s, not as the expected %s; not revealing our key",
+			log_peer(LOG_WARN, "%s answered as %s, not as the expected %s; not revealing our key",
 				 c->addr, idstr, c->dev->idstr);
 			conn_close(c, "unexpected device");
 			return;
@@ -1386,7 +1389,7 @@ conn_on_handshake(struct conn *c, const uint8_t *p, size_t len)
 		}
 		if (!d) {
 			sec_devid_format(devid, idstr);
-			log_warn("refused connection from unknown device %s at %s", idstr, c->addr);
+			log_peer(LOG_WARN, "refused connection from unknown device %s at %s", idstr, c->addr);
 			conn_close(c, "unknown device");
 			return;
 		}
@@ -1398,7 +1401,7 @@ conn_on_handshake(struct conn *c, const uint8_t *p, size_t len)
 	conn_close(c, "unexpected handshake message");
 	return;
 fail:
-	log_warn("handshake with %s failed: %s", c->addr, sec_strerror(rc));
+	log_peer(LOG_WARN, "handshake with %s failed: %s", c->addr, sec_strerror(rc));
 	conn_close(c, "handshake failed");
 }
 
@@ -1442,7 +1445,8 @@ conn_process(struct conn *c)
 		}
 		int rc = sec_cipher_open(c->rx, body, blen, c->ptbuf);
 		if (rc != 0) {
-			log_warn("decryption failed on the connection with %s: %s", c->addr,
+			log_peer(LOG_WARN, "decryption failed on the connection with %s at %s: %s",
+				 c->dev ? c->dev->idstr : "?", c->addr,
 				 sec_strerror(rc));
 			conn_close(c, "decryption failed");
 			return;
@@ -1562,7 +1566,7 @@ static void
 conn_on_negotiate(struct conn *c, const uint8_t *p, size_t len)
 {
 	if (len != 3 || p[0] != NEGO_MAGIC || p[1] != NEGO_VERSION) {
-		log_warn("%s does not speak this protocol version; closing", c->addr);
+		log_peer(LOG_WARN, "%s does not speak this protocol version; closing", c->addr);
 		conn_close(c, "bad negotiation");
 		return;
 	}
@@ -1629,7 +1633,7 @@ conn_accept(struct agent *ag, uv_stream_t *server)
 	}
 	peer_name(c);
 	if (pending >= 64) {
-		log_warn("too many connections in handshake; refusing %s", c->addr);
+		log_peer(LOG_WARN, "too many connections in handshake; refusing %s", c->addr);
 		conn_close(c, "too many unauthenticated connections");
 		return;
 	}

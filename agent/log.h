@@ -18,6 +18,13 @@ enum log_level log_get_level(void);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * For what a remote peer can trigger (refusals, malformed input): at most 20
+ * lines per message per minute; the rest are counted and the count is
+ * reported with the next line that gets through.
+ */
+void log_peer(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -690,7 +690,7 @@ pf_fail(struct pull_file *pf, const char *why)
 {
 	if (!pf->failed) {
 		pf->failed = 1;
-		log_warn("%s: cannot pull %s: %s", pf->p->f->id, pf->name, why);
+		log_peer(LOG_WARN, "%s: cannot pull %s: %s", pf->p->f->id, pf->name, why);
 	}
 }
 

@@ -13,6 +13,7 @@
 #include "agent/config.h"
 #include "agent/fsops.h"
 #include "agent/json.h"
+#include "agent/log.h"
 #include "agent/util.h"
 #include "agent/version.h"
 #include "crypto/identity.h"
@@ -282,6 +283,33 @@ TEST(parallel_chunking)
 	rmtmp();
 }
 
+TEST(peer_log_rate_limit)
+{
+	char path[128], buf[65536];
+	int saved = dup(2), fd;
+	size_t lines = 0;
+
+	mktmp();
+	snprintf(path, sizeof(path), "%s/log", tmpdir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT(fd >= 0);
+	ASSERT(dup2(fd, 2) == 2);
+	for (int i = 0; i < 100; i++)
+		log_peer(LOG_WARN, "refused connection from unknown device %d", i);
+	log_peer(LOG_WARN, "another message %d", 1);
+	dup2(saved, 2);
+	close(saved);
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	ASSERT(n > 0);
+	buf[n] = '\0';
+	for (char *p = buf; (p = strstr(p, "refused connection")); p++)
+		lines++;
+	ASSERT_EQ(lines, 20); /* a flood from peers is cut to 20 lines a minute */
+	ASSERT(strstr(buf, "another message 1") != NULL); /* other messages are not held back */
+	close(fd);
+	rmtmp();
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(config_roundtrip)
 TEST_ENTRY(config_errors)
@@ -290,4 +318,5 @@ TEST_ENTRY(json_roundtrip)
 TEST_ENTRY(fsops_confined)
 TEST_ENTRY(version_vectors)
 TEST_ENTRY(parallel_chunking)
+TEST_ENTRY(peer_log_rate_limit)
 TEST_LIST_END
