@@ -161,7 +161,9 @@ static int
 txn_prune(struct store_txn *txn, void *arg)
 {
 	size_t removed;
-	return store_events_prune(txn, *(uint64_t *)arg, &removed);
+	int rc = store_events_prune(txn, *(uint64_t *)arg, &removed);
+	/* And never more than EVENTS_KEEP_MAX of them, however busy the folders. */
+	return rc ? rc : store_events_trim(txn, EVENTS_KEEP_MAX, &removed);
 }
 
 void
@@ -183,7 +185,7 @@ events_flush(struct agent *ag)
 		for (size_t i = 0; i < e->count; i++)
 			e->ring[(e->head + i) % EVENTS_RING].stored = 1;
 	}
-	if (now_ms() - e->last_prune_ms > 3600 * 1000) {
+	if (now_ms() - e->last_prune_ms > 600 * 1000) {
 		uint64_t before = wall_ns() - (uint64_t)EVENTS_KEEP_DAYS * 86400 * 1000000000ull;
 		e->last_prune_ms = now_ms();
 		store_write(ag->store, txn_prune, &before);

@@ -24,6 +24,7 @@
 
 #define EVENTS_RING 1024
 #define EVENTS_KEEP_DAYS 7
+#define EVENTS_KEEP_MAX 10000 /* durable events kept at most, whatever their age */
 
 struct agent;
 struct ctl_client;

@@ -107,3 +107,35 @@ store_events_prune(struct store_txn *txn, uint64_t before_ns, size_t *removed)
 	mdb_cursor_close(c);
 	return rc == MDB_NOTFOUND || rc == 0 ? 0 : store__err(txn, rc);
 }
+
+int
+store_events_trim(struct store_txn *txn, size_t keep, size_t *removed)
+{
+	MDB_stat st;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	*removed = 0;
+	if (!txn->write)
+		return STORE_EINVAL;
+	rc = mdb_stat(txn->t, txn->s->events, &st);
+	if (rc)
+		return store__err(txn, rc);
+	if (st.ms_entries <= keep)
+		return 0;
+	rc = mdb_cursor_open(txn->t, txn->s->events, &c);
+	if (rc)
+		return store__err(txn, rc);
+	size_t extra = st.ms_entries - keep;
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (rc == 0 && *removed < extra) {
+		rc = mdb_cursor_del(c, 0);
+		if (rc)
+			break;
+		(*removed)++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : store__err(txn, rc);
+}

@@ -295,6 +295,8 @@ typedef int (*store_event_cb)(uint64_t seq, uint64_t time_ns, const char *json, 
 int store_events_each(struct store_txn *txn, uint64_t after_seq, store_event_cb cb, void *arg);
 int store_event_last(struct store_txn *txn, uint64_t *seq);
 int store_events_prune(struct store_txn *txn, uint64_t before_ns, size_t *removed);
+/* Deletes the oldest events beyond the newest keep; sets *removed. */
+int store_events_trim(struct store_txn *txn, size_t keep, size_t *removed);
 
 /*
  * ---- small settings ----
