@@ -37,6 +37,7 @@
 #define PULL_FINISH_BATCH 128
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
+#define DURABLE_PULL_BYTES (1u << 20) /* a pull this big is kept in the durable event log */
 
 
 /*
@@ -1782,7 +1783,9 @@ pull_end(struct puller *p)
 		json_u64(j, p->bytes_local);
 		json_key(j, "seconds");
 		json_dbl(j, (double)(now_ms() - p->started_ms) / 1000.0);
-		events_end(f->ag, j, 1);
+		/* Kept in the durable log when it failed or moved real data (1 MiB or more);
+		 * the many tiny pulls of a busy folder stay transient. */
+		events_end(f->ag, j, p->failures || p->aborted || f->pull_total_bytes >= DURABLE_PULL_BYTES);
 	}
 	folder_progress_event(f, now_ms());
 	f->pull_total_bytes = f->pull_done_bytes = 0;
@@ -1972,7 +1975,7 @@ pull_start(struct folder *f)
 	json_u64(j, x.n);
 	json_key(j, "bytes");
 	json_u64(j, x.need.bytes);
-	events_end(ag, j, 1);
+	events_end(ag, j, x.need.bytes >= DURABLE_PULL_BYTES);
 	folder_progress_event(f, now_ms());
 	pull_advance(p);
 	return 0;
