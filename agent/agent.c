@@ -86,6 +86,8 @@ folder_set_error(struct folder *f, const char *fmt, ...)
 		}
 	}
 	snprintf(f->error, sizeof(f->error), "%s", msg);
+	/* Who may clear it: a pull's error (a full disk) only a pull that succeeds. */
+	f->error_from_pull = f->pull != NULL;
 	folder_set_state(f, FOLDER_ERROR);
 }
 

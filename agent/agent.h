@@ -97,6 +97,7 @@ struct folder {
 	uint64_t pull_rate_mark_bytes, pull_rate_mark_ms;
 	size_t conflicts;
 	uint64_t self_max;         /* the highest counter this device gave itself in this folder */
+	int error_from_pull;       /* the error was raised by a pull (e.g. a full disk) */
 };
 
 struct agent {

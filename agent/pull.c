@@ -914,7 +914,7 @@ write_done(uv_work_t *w, int status)
 		p->f->pull_done_bytes += j->len;
 		if (j->src_name)
 			p->bytes_local += j->len;
-		else
+		else if (!j->verify_only)
 			p->bytes_net += j->len;
 	} else if (j->src_name && (j->rc == -EBADMSG || j->rc == -ENODATA || j->rc == -ENOENT ||
 				   j->rc == -ELOOP || j->rc == -EXDEV) && !p->aborted) {
@@ -925,7 +925,7 @@ write_done(uv_work_t *w, int status)
 		pf_fail(pf, "a block from the peer does not match its hash");
 	} else if (j->rc == -ENOSPC) {
 		pf_fail(pf, "no space left on the device");
-		folder_set_error(p->f, "no space left on the device: pulling stopped");
+		folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
 		p->stopping = 1;
 	} else {
 		pf_fail(pf, strerror(j->rc < 0 ? -j->rc : EIO));
@@ -1246,7 +1246,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	if (pf->fd < 0) {
 		pf_fail(pf, strerror(errno));
 		if (errno == ENOSPC) {
-			folder_set_error(p->f, "no space left on the device: pulling stopped");
+			folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
 			p->stopping = 1;
 		}
 		pf_settle(pf);
@@ -1260,9 +1260,10 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		if (e != 0) {
 			pf_fail(pf, strerror(e));
 			if (e == ENOSPC) {
-				folder_set_error(p->f, "no space left on the device for %s (%llu "
-						       "bytes): pulling stopped until there is",
-						 pf->name, (unsigned long long)pf->rf.size);
+				/* One message however many files hit it: status shows it, the
+				 * per-file detail went to the (rate-limited) log above. */
+				folder_set_error(p->f, "no space left on the device: pulling stopped "
+						       "until there is");
 				p->stopping = 1;
 			}
 			pf_settle(pf);
@@ -1386,7 +1387,7 @@ finish_done(uv_work_t *w, int status)
 			log_warn("%s: cannot finish %s: %s", p->f->id, pf->name,
 				 strerror(pf->failed > 0 ? pf->failed : EIO));
 			if (pf->failed == ENOSPC) {
-				folder_set_error(p->f, "no space left on the device: pulling stopped");
+				folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
 				p->stopping = 1;
 			}
 			pf->failed = 1;

@@ -818,7 +818,8 @@ scan_finish(struct scanner *s)
 			log_warn("%s: %zu names were skipped (not valid UTF-8, control characters, "
 				 "or unreadable)",
 				 f->id, s->skipped);
-		if (f->state == FOLDER_ERROR && s->walk_err == 0)
+		/* A good scan clears a scan's error, not a pull's (a full disk stays reported). */
+		if (f->state == FOLDER_ERROR && s->walk_err == 0 && !f->error_from_pull)
 			folder_clear_error(f);
 	}
 	f->scan = NULL;
@@ -1129,9 +1130,13 @@ walk_done(uv_work_t *w, int status)
 	}
 	store_read_end(txn);
 	free(ns.slots);
-	for (size_t i = 0; i < nrec && !s->failed; i++)
-		if (scan_record(s, &s->ents[rec[i]], 0, NULL, 0, 0) != 0)
+	for (size_t i = 0; i < nrec && !s->failed; i++) {
+		struct scan_entry *e = &s->ents[rec[i]];
+		if (e->type == STORE_FILE)
+			adopt_version(s, e, NULL, 0); /* an empty file matches an empty version */
+		if (scan_record(s, e, 0, NULL, 0, 0) != 0)
 			s->failed = 1;
+	}
 	for (size_t i = 0; i < dx.ndels; i++) {
 		if (!s->failed && scan_record(s, &dx.dels[i], 1, NULL, 0, 0) != 0)
 			s->failed = 1;

@@ -32,12 +32,12 @@ keys:
     at=N            the byte offset in that direction (default 0); suffixes
                     k/M/G (powers of 1000) and Ki/Mi/Gi (powers of 1024)
     frame=K         instead of at: the offset is the start of frame K (from 0)
-                    of the 2-byte big-endian length framing of that direction.
-                    Noise handshake messages are frames too, so in shoal's
-                    stream "up" frame 0 is handshake message 1, frame 1 is
-                    message 3, and frame 2 is the first transport frame;
-                    "down" frame 0 is message 2, frame 1 the first transport
-                    frame
+                    of the 2-byte big-endian length framing of that direction,
+                    counted from the first byte of the connection.  In shoal's
+                    stream everything is framed (docs/protocol.md): "up" frame
+                    0 is the cipher-suite offer, 1 Noise message 1, 2 message
+                    3, 3 the first transport frame; "down" frame 0 is the
+                    choice, 1 message 2, 2 the first transport frame
     plus=N          with frame: add N bytes (plus=2 is the frame's first
                     ciphertext byte)
     conn=N          only connection N (counted from 1 in accept order);

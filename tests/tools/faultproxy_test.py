@@ -318,13 +318,17 @@ def case_stopread(_echo):
 def case_conn_n(echo):
     px = Proxy(echo.port, "close,dir=up,at=10,conn=2")
     res = []
+    n0 = len(echo.received)
     for _ in range(3):
         s = px.connect()
         send_bg(s, b"y" * 100)
         got, how = recv_all(s, timeout=2, want=100)
-        res.append(len(got))
+        res.append(how)
         s.close()
-    check(res == [100, 10, 100], "conn=2: only the second connection is closed", res)
+    time.sleep(0.1)
+    check(echo.received[n0:] == [100, 10, 100], "conn=2: bytes the server got per connection",
+          echo.received[n0:], [100, 10, 100])
+    check(res == ["want", "eof", "want"], "conn=2: how each connection ended", res)
     px.stop()
 
 
