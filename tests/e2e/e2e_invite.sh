@@ -41,7 +41,7 @@ echo "owner's change" >"$o/news.txt"
 wait_for members_have 30 || fail "the owner's later change did not reach the members"
 
 # A member's local edit reaches nobody.
-target=$(cd "$o" && find . -type f -name '*.dat' | sort | head -n 1)
+target=$(cd "$o" && find . -type f -name '*.dat' | sort | sed -n 1p)
 target=${target#./}
 echo "M1's private edit" >"${NODE_DIR[M1]}/$target"
 echo "M1's own file" >"${NODE_DIR[M1]}/m1-only.txt"

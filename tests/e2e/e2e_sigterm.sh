@@ -27,7 +27,7 @@ wait_listening B
 got_some()
 {
 	local t
-	t=$(find "$b" -maxdepth 1 -name '.shoal-tmp-*' -size +16M 2>/dev/null | head -n 1)
+	t=$(find "$b" -maxdepth 1 -name '.shoal-tmp-*' -size +16M 2>/dev/null | sed -n 1p)
 	[ -n "$t" ]
 }
 wait_for got_some 60 || fail "B never started pulling"
