@@ -271,6 +271,34 @@ folder_update_counts(struct folder *f)
 	plan_counts(f->ag->store, f->num, devs, n, f->mode, &f->local, &f->global, &f->need);
 }
 
+int
+local_records_put(struct store_txn *txn, uint32_t folder, struct store_file *recs, size_t n,
+		  size_t *failed)
+{
+	for (size_t i = 0; i < n; i++) {
+		recs[i].sequence = 0; /* a retry after map growth must not reuse one */
+		int rc = store_file_put(txn, folder, STORE_LOCAL, &recs[i]);
+		if (rc != 0) {
+			if (failed)
+				*failed = i;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+void
+local_records_free(struct store_file *recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((char *)recs[i].name);
+		free((char *)recs[i].target);
+		free(recs[i].version);
+		free(recs[i].blocks);
+		memset(&recs[i], 0, sizeof(recs[i]));
+	}
+}
+
 void
 folder_job_done(struct folder *f)
 {

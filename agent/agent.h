@@ -211,6 +211,17 @@ void pull_poke(struct folder *f);
 int plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 		enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need);
 
+/*
+ * Local records the agent builds (scanner, puller, revert) own their name,
+ * target, version and blocks. local_records_put() writes n of them to this
+ * device's index of folder in txn, each with a fresh sequence; on failure
+ * *failed (when not NULL) is the index of the record that failed.
+ * local_records_free() frees what they hold.
+ */
+int local_records_put(struct store_txn *txn, uint32_t folder, struct store_file *recs, size_t n,
+		      size_t *failed);
+void local_records_free(struct store_file *recs, size_t n);
+
 /* Called by scan.c and pull.c when the folder's job ends. */
 void folder_job_done(struct folder *f);
 

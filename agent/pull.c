@@ -493,20 +493,22 @@ static int
 txn_record(struct store_txn *txn, void *arg)
 {
 	struct puller *p = arg;
+	size_t bad = 0;
+	int rc;
+
+	/* A finished file's partial record goes with it. */
 	for (size_t i = 0; i < p->nbatch; i++) {
-		p->batch[i].sequence = 0;
-		if (p->batch[i].type == STORE_FILE) {
-			int prc = store_partial_del(txn, p->f->num, p->batch[i].name,
-						    p->batch[i].name_len);
-			if (prc != 0 && prc != STORE_ENOTFOUND)
-				return prc;
-		}
-		int rc = store_file_put(txn, p->f->num, STORE_LOCAL, &p->batch[i]);
-		if (rc != 0) {
-			log_warn("%s: cannot record %.*s: %s", p->f->id, (int)p->batch[i].name_len,
-				 p->batch[i].name, store_strerror(rc));
+		if (p->batch[i].type != STORE_FILE)
+			continue;
+		rc = store_partial_del(txn, p->f->num, p->batch[i].name, p->batch[i].name_len);
+		if (rc != 0 && rc != STORE_ENOTFOUND)
 			return rc;
-		}
+	}
+	rc = local_records_put(txn, p->f->num, p->batch, p->nbatch, &bad);
+	if (rc != 0) {
+		log_warn("%s: cannot record %.*s: %s", p->f->id, (int)p->batch[bad].name_len,
+			 p->batch[bad].name, store_strerror(rc));
+		return rc;
 	}
 	return 0;
 }
@@ -514,12 +516,7 @@ txn_record(struct store_txn *txn, void *arg)
 static void
 batch_clear(struct puller *p)
 {
-	for (size_t i = 0; i < p->nbatch; i++) {
-		free((char *)p->batch[i].name);
-		free((char *)p->batch[i].target);
-		free(p->batch[i].version);
-		free(p->batch[i].blocks);
-	}
+	local_records_free(p->batch, p->nbatch);
 	p->nbatch = 0;
 }
 
@@ -2166,14 +2163,11 @@ static int
 txn_revert(struct store_txn *txn, void *arg)
 {
 	struct revert_ctx *x = arg;
-	for (size_t i = 0; i < x->nrecs; i++) {
-		x->recs[i].sequence = 0;
-		int rc = store_file_put(txn, x->f->num, STORE_LOCAL, &x->recs[i]);
-		if (rc != 0)
-			return rc;
-	}
+	int rc = local_records_put(txn, x->f->num, x->recs, x->nrecs, NULL);
+	if (rc != 0)
+		return rc;
 	for (size_t i = 0; i < x->ngone; i++) {
-		int rc = store_file_del(txn, x->f->num, STORE_LOCAL, x->gone[i], strlen(x->gone[i]));
+		rc = store_file_del(txn, x->f->num, STORE_LOCAL, x->gone[i], strlen(x->gone[i]));
 		if (rc != 0 && rc != STORE_ENOTFOUND)
 			return rc;
 	}
@@ -2223,10 +2217,7 @@ folder_revert(struct folder *f)
 	if (rc == 0)
 		log_info("%s: reverted %zu local change%s; %zu local addition%s removed", f->id,
 			 x.nrecs, x.nrecs == 1 ? "" : "s", x.ngone, x.ngone == 1 ? "" : "s");
-	for (size_t i = 0; i < x.nrecs; i++) {
-		free((char *)x.recs[i].name);
-		free((char *)x.recs[i].target);
-	}
+	local_records_free(x.recs, x.nrecs);
 	free(x.recs);
 	for (size_t i = 0; i < x.ngone; i++)
 		free(x.gone[i]);

@@ -570,12 +570,7 @@ scanner_free(struct scanner *s)
 	for (size_t i = 0; i < s->nscopes; i++)
 		free(s->scopes[i]);
 	free(s->scopes);
-	for (size_t i = 0; i < s->nbatch; i++) {
-		free(s->batch[i].version);
-		free(s->batch[i].blocks);
-		free((char *)s->batch[i].name);
-		free((char *)s->batch[i].target);
-	}
+	local_records_free(s->batch, s->nbatch);
 	free(s->batch);
 	if (s->rootfd >= 0)
 		close(s->rootfd);
@@ -598,13 +593,7 @@ txn_put_batch(struct store_txn *txn, void *arg)
 		if (rc != 0)
 			return rc;
 	}
-	for (size_t i = 0; i < s->nbatch; i++) {
-		s->batch[i].sequence = 0;
-		int rc = store_file_put(txn, s->f->num, STORE_LOCAL, &s->batch[i]);
-		if (rc != 0)
-			return rc;
-	}
-	return 0;
+	return local_records_put(txn, s->f->num, s->batch, s->nbatch, NULL);
 }
 
 static int
@@ -615,12 +604,7 @@ scan_flush(struct scanner *s)
 		return 0;
 	size_t n = s->nbatch;
 	rc = store_write(s->f->ag->store, txn_put_batch, s);
-	for (size_t i = 0; i < s->nbatch; i++) {
-		free(s->batch[i].version);
-		free(s->batch[i].blocks);
-		free((char *)s->batch[i].name);
-		free((char *)s->batch[i].target);
-	}
+	local_records_free(s->batch, s->nbatch);
 	s->changes += s->nbatch;
 	s->nbatch = 0;
 	if (rc != 0) {
