@@ -19,6 +19,7 @@
 #include "agent/agent.h"
 #include "agent/discovery.h"
 #include "agent/events.h"
+#include "agent/expire.h"
 #include "agent/home.h"
 #include "agent/invites.h"
 #include "agent/log.h"
@@ -744,6 +745,7 @@ on_tick(uv_timer_t *t)
 		ag->next_housekeeping_ms = now + 3600 * 1000;
 		pull_cleanup_partials(ag);
 	}
+	expire_tick(ag, now);
 	for (struct folder *f = ag->folders; f; f = f->next)
 		if (f->pull)
 			folder_progress_event(f, now);
@@ -1129,6 +1131,7 @@ out_free:
 	if (ag->lockfd >= 0)
 		close(ag->lockfd);
 	free(lockpath);
+	expire_release(ag);
 	config_release(&ag->cfg);
 	sec_identity_release(&ag->ident);
 	free(ag->home);

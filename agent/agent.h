@@ -138,6 +138,7 @@ struct agent {
 	int reload_pending;
 	int exit_code;
 	uint64_t rescan_interval_ms;
+	struct expire_state *expire; /* forgetting old deletions (expire.c) */
 };
 
 /* Runs the agent until SIGTERM/SIGINT. Returns the process exit code. */

@@ -283,6 +283,15 @@ config_load(struct config *c, const char *path, char *err, size_t errlen)
 			rc = config_set_str(&c->name, val);
 		} else if (sec == SEC_DEVICE && strcmp(key, "listen") == 0) {
 			rc = config_set_str(&c->listen, val);
+		} else if (sec == SEC_DEVICE && strcmp(key, "forget_deleted") == 0) {
+			if (parse_duration(val, &c->forget_deleted_s) != 0 ||
+			    c->forget_deleted_s < CFG_MIN_FORGET_DELETED_S) {
+				snprintf(err, errlen,
+					 "line %d: forget_deleted must be a duration of at least 60s "
+					 "(like 30d or 12h), not %s",
+					 lineno, val);
+				rc = -EINVAL;
+			}
 		} else if (sec == SEC_PEER && strcmp(key, "name") == 0) {
 			rc = config_set_str(&c->peers[peer_ix].name, val);
 		} else if (sec == SEC_PEER && strcmp(key, "addr") == 0) {
@@ -347,6 +356,16 @@ config_save(const struct config *c, const char *path)
 		strbuf_addf(&sb, "name = %s\n", c->name);
 	if (c->listen)
 		strbuf_addf(&sb, "listen = %s\n", c->listen);
+	if (c->forget_deleted_s) {
+		static const struct { uint64_t secs; char unit; } units[] = {
+			{ 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' },
+		};
+		size_t u = 0;
+		while (c->forget_deleted_s % units[u].secs != 0)
+			u++;
+		strbuf_addf(&sb, "forget_deleted = %llu%c\n",
+			    (unsigned long long)(c->forget_deleted_s / units[u].secs), units[u].unit);
+	}
 	for (size_t i = 0; i < c->npeers; i++) {
 		const struct cfg_peer *p = &c->peers[i];
 		sec_devid_format(p->id, idstr);

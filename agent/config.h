@@ -7,7 +7,7 @@
  * re-reads it when it changes. Roles are taken from this file only, never
  * from what a peer says about itself.
  *
- *   [device]              this device: name, listen address
+ *   [device]              this device: name, listen address, forget_deleted
  *   [peer DEVICE-ID]      a known device: name, addr (repeatable)
  *   [folder ID]           a folder: path, label, mode, share (repeatable device IDs)
  */
@@ -15,6 +15,7 @@
 #define SHOAL_AGENT_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum folder_mode { MODE_SEND = 0, MODE_RECEIVE = 1, MODE_SENDRECEIVE = 2 };
 
@@ -37,9 +38,15 @@ struct cfg_folder {
 	size_t nshares;
 };
 
+/* How long a deletion is remembered by default (forget_deleted = 30d). */
+#define CFG_DEFAULT_FORGET_DELETED_S (30ull * 86400)
+/* The shortest retention accepted (for tests and soaks: two minutes). */
+#define CFG_MIN_FORGET_DELETED_S 60ull
+
 struct config {
 	char *name;
 	char *listen;
+	uint64_t forget_deleted_s; /* 0: CFG_DEFAULT_FORGET_DELETED_S */
 	struct cfg_peer *peers;
 	size_t npeers;
 	struct cfg_folder *folders;

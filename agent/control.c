@@ -156,6 +156,17 @@ status_json_running(struct agent *ag, struct json *j)
 		counts_json(j, "local", &f->local);
 		counts_json(j, "global", &f->global);
 		counts_json(j, "need", &f->need);
+		{
+			/* Deletions our index still remembers (expire.c forgets old ones). */
+			struct store_txn *txn;
+			struct store_checkpoint cp = { 0 };
+			if (store_read_begin(ag->store, &txn) == 0) {
+				store_checkpoint_get(txn, f->num, STORE_LOCAL, &cp);
+				store_read_end(txn);
+			}
+			json_key(j, "tombstones");
+			json_u64(j, cp.deleted);
+		}
 		json_key(j, "progress");
 		if (f->pull) {
 			json_obj_open(j);

@@ -1044,26 +1044,6 @@ cmd_conflicts(int argc, char **argv)
 	return rc;
 }
 
-static int
-parse_duration(const char *s, uint64_t *secs)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (end == s)
-		return -1;
-	switch (*end) {
-	case 's': case '\0': break;
-	case 'm': v *= 60; break;
-	case 'h': v *= 3600; break;
-	case 'd': v *= 86400; break;
-	default: return -1;
-	}
-	if (*end && end[1])
-		return -1;
-	*secs = v;
-	return 0;
-}
-
 /* The addresses an invite offers: the listen address, or the host's when it listens on all. */
 static size_t
 invite_addrs(const char *home, const struct config *cfg, char addrs[][PROTO_INVITE_ADDR_MAX + 1],

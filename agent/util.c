@@ -200,3 +200,30 @@ fmt_bytes(uint64_t n, char *out, size_t len)
 	else
 		snprintf(out, len, "%.1f %s", v, units[u]);
 }
+
+int
+parse_duration(const char *s, uint64_t *secs)
+{
+	char *end;
+	unsigned long long v, mul = 1;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	switch (*end) {
+	case 's': case '\0': break;
+	case 'm': mul = 60; break;
+	case 'h': mul = 3600; break;
+	case 'd': mul = 86400; break;
+	default: return -1;
+	}
+	if (*end && end[1])
+		return -1;
+	if (v > UINT64_MAX / mul)
+		return -1;
+	*secs = v * mul;
+	return 0;
+}

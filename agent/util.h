@@ -32,6 +32,12 @@ uint64_t wall_ns(void);
 
 void hex_encode(const unsigned char *in, size_t n, char *out);
 
+/*
+ * Parses a duration: a number of seconds, or a number with s, m, h or d
+ * ("90s", "15m", "24h", "30d"). Returns 0 or -1 (malformed, or too large).
+ */
+int parse_duration(const char *s, uint64_t *secs);
+
 /* Formats a byte count like "1.5 MiB" into out. */
 void fmt_bytes(uint64_t n, char *out, size_t len);
 

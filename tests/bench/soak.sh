@@ -20,7 +20,12 @@
 # Environment: SHOAL_BIN (default build/agent/shoal), SOAK_RATE (operations
 # per second, default 5), SOAK_FILES (files in the tree, default 300),
 # SOAK_SEED (default 1), SOAK_SETTLE (seconds to wait for B to match at each
-# minute, default 60), KEEP=1 (keep the work directory).
+# minute, default 60), SOAK_FORGET (the agents' forget_deleted setting,
+# default 2m: the churn deletes and renames files all the time, and old
+# deletions are what a long-running index would otherwise keep adding; the
+# shipped default is 30d), KEEP=1 (keep the work directory).
+# RSS is printed as the total and, in brackets, its anonymous part (heap):
+# the rest is LMDB's map and the binary, file pages that the kernel can drop.
 # shellcheck source-path=SCRIPTDIR source=../e2e/lib.sh
 source "$(dirname "$0")/../e2e/lib.sh"
 MINUTES=${1:-10}
@@ -41,6 +46,9 @@ node_new B
 mkdir -p "$CTL" "${NODE_DIR[A]}"
 python3 "$BENCH_DIR/churn.py" "${NODE_DIR[A]}" --init "$FILES" --seed "$SEED" >/dev/null
 pair A B
+for n in A B; do
+	sed -i "/^\[device\]/a forget_deleted = ${SOAK_FORGET:-2m}" "${NODE_HOME[$n]}/config"
+done
 folder_add A "$FOLDER" send-receive
 folder_share A "$FOLDER" B
 folder_add B "$FOLDER" send-receive
@@ -60,6 +68,7 @@ EXTRA_PIDS+=("$CHURN_PID")
 
 # rss_kib PID, fds PID, lmdb_kib HOME
 rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
+anon_kib() { sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 lmdb_kib() { du -sk "$1/index.lmdb" | cut -f1; }
 mib() { python3 -c "print('%.1f' % ($1 / 1024))"; }
@@ -105,11 +114,13 @@ for ((m = 1; m <= MINUTES; m++)); do
 	churn_pause
 	took=$(match_within "$SETTLE") || mismatches=$((mismatches + 1))
 	read -r ops files <"$CTL/ops"
-	line=$(printf 'minute %d: A rss %s MiB, %s fds, lmdb %s MiB | B rss %s MiB, %s fds, lmdb %s MiB | %s ops, %s files | B matches A: %s' \
-		"$m" "$(mib "$(rss_kib "${AGENT_PID[A]}")")" "$(fds "${AGENT_PID[A]}")" \
-		"$(mib "$(lmdb_kib "${NODE_HOME[A]}")")" \
-		"$(mib "$(rss_kib "${AGENT_PID[B]}")")" "$(fds "${AGENT_PID[B]}")" \
-		"$(mib "$(lmdb_kib "${NODE_HOME[B]}")")" "$ops" "$files" \
+	tombs="$(jq_py "$(status_json A)" "folder('$FOLDER')['tombstones']")/$(jq_py "$(status_json B)" "folder('$FOLDER')['tombstones']")"
+	line=$(printf 'minute %d: A rss %s (%s) MiB, %s fds, lmdb %s MiB | B rss %s (%s) MiB, %s fds, lmdb %s MiB | tombstones A/B %s | %s ops, %s files | B matches A: %s' \
+		"$m" "$(mib "$(rss_kib "${AGENT_PID[A]}")")" "$(mib "$(anon_kib "${AGENT_PID[A]}")")" \
+		"$(fds "${AGENT_PID[A]}")" "$(mib "$(lmdb_kib "${NODE_HOME[A]}")")" \
+		"$(mib "$(rss_kib "${AGENT_PID[B]}")")" "$(mib "$(anon_kib "${AGENT_PID[B]}")")" \
+		"$(fds "${AGENT_PID[B]}")" \
+		"$(mib "$(lmdb_kib "${NODE_HOME[B]}")")" "$tombs" "$ops" "$files" \
 		"$([ "$took" = no ] && echo "NO after ${SETTLE} s" || echo "yes, after $took s")")
 	echo "$line"
 	LINES+=("$line")
