@@ -25,8 +25,17 @@ struct sub {
 	events_write_fn write;
 };
 
+/*
+ * Sequence numbers handed out are reserved in the store EVENTS_RESERVE at a
+ * time, so that after a restart, even one after a crash, numbering goes on
+ * above every number a subscriber may have seen, transient events included.
+ */
+#define EVENTS_RESERVE 10000u
+#define EVENTS_RESERVED_KEY "event_seq_reserved"
+
 struct events {
 	uint64_t seq;
+	uint64_t reserved; /* numbers up to this one are reserved in the store */
 	struct ev ring[EVENTS_RING];
 	size_t head, count; /* ring[head] is the oldest */
 	struct sub *subs;
@@ -35,18 +44,42 @@ struct events {
 	uint64_t last_prune_ms;
 };
 
+static int
+txn_reserve(struct store_txn *txn, void *arg)
+{
+	return store_meta_put(txn, EVENTS_RESERVED_KEY, arg, sizeof(uint64_t));
+}
+
+static void
+events_reserve(struct agent *ag, struct events *e)
+{
+	uint64_t upto = e->seq + EVENTS_RESERVE;
+	int rc = store_write(ag->store, txn_reserve, &upto);
+
+	if (rc != 0)
+		log_warn("cannot reserve event numbers: %s", store_strerror(rc));
+	/* Even when that failed: try again only after another EVENTS_RESERVE events. */
+	e->reserved = upto;
+}
+
 int
 events_init(struct agent *ag)
 {
 	struct events *e = calloc(1, sizeof(*e));
 	struct store_txn *txn;
+	uint64_t reserved = 0;
+	size_t len = 0;
 
 	if (!e)
 		return -ENOMEM;
 	if (store_read_begin(ag->store, &txn) == 0) {
 		store_event_last(txn, &e->seq);
+		if (store_meta_get(txn, EVENTS_RESERVED_KEY, &reserved, sizeof(reserved), &len) == 0 &&
+		    len == sizeof(reserved) && reserved > e->seq)
+			e->seq = reserved;
 		store_read_end(txn);
 	}
+	events_reserve(ag, e);
 	ag->events = e;
 	return 0;
 }
@@ -113,6 +146,8 @@ events_end(struct agent *ag, struct json *j, int durable)
 	if (!text)
 		return;
 	e->seq++;
+	if (e->seq >= e->reserved)
+		events_reserve(ag, e);
 	if (e->count == EVENTS_RING) {
 		slot = &e->ring[e->head];
 		if (slot->durable && !slot->stored)

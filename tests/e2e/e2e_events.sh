@@ -64,6 +64,19 @@ start_agent B
 wait_listening B
 replay=$(timeout 3 "$SHOAL_BIN" --home "${NODE_HOME[B]}" events --since 0 --json || true)
 grep -q '"transfer_completed"' <<<"$replay" || fail "--since 0 after a restart does not replay the transfer"
+# Numbering goes on above every number seen before the restart, transient events included.
+fresh=$(timeout 2 "$SHOAL_BIN" --home "${NODE_HOME[B]}" events --json || true)
+python3 - "$events" "$fresh" <<'PY' || fail "event numbers after the restart repeat earlier ones (see above)"
+import json, sys
+old = {e["seq"]: e for e in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
+after = [json.loads(l) for l in sys.argv[2].splitlines() if l.strip()]
+# Stored events come back with their own number; every new one is numbered above them all.
+new = [e for e in after if old.get(e["seq"]) != e]
+assert new, "no new events from the restarted agent"
+bad = [e for e in new if e["seq"] <= max(old)]
+assert not bad, f"new events reuse numbers up to {max(old)}: {bad}"
+print(f"event numbers: up to {max(old)} before the restart, from {min(e['seq'] for e in new)} after")
+PY
 
 # ls pages through the cluster's view with a cursor.
 wait_synced --files 13 --peer A B "$FOLDER"
