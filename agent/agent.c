@@ -415,6 +415,8 @@ shares_equal(const struct folder *f, const struct cfg_folder *cf)
 	return 1;
 }
 
+static void dial_devices(struct agent *ag, uint64_t now);
+
 static void
 close_device_conns(struct agent *ag, const unsigned char id[32], const char *why)
 {
@@ -597,6 +599,9 @@ agent_apply_config(struct agent *ag)
 		for (size_t k = 0; k < f->nshares; k++)
 			close_device_conns(ag, f->shares[k], "folder added");
 	}
+	/* Whoever was cut off above to renegotiate its folders is dialled again now, not at the next tick. */
+	if (ag->listening)
+		dial_devices(ag, now_ms());
 	agent_kick(ag);
 }
 
