@@ -169,10 +169,34 @@ sec_chunker_cut(const struct sec_chunker *c, const unsigned char *buf, size_t le
 		end = len;
 	if (normal > end)
 		normal = end;
+	/*
+	 * Two bytes per step: fp after both is (fp << 2) + (g0 << 1) + g1, so
+	 * the chain that carries fp from step to step is one shift and one add
+	 * per two bytes; the check after the first byte hangs off it. The cut
+	 * points are exactly those of the byte-at-a-time loop.
+	 */
+	for (; i + 1 < normal; i += 2) {
+		uint64_t g0 = gear[buf[i]], g1 = gear[buf[i + 1]];
+		uint64_t fp1 = (fp << 1) + g0;
+		fp = (fp << 2) + ((g0 << 1) + g1);
+		if (!(fp1 & mask_s))
+			return i + 1;
+		if (!(fp & mask_s))
+			return i + 2;
+	}
 	for (; i < normal; i++) {
 		fp = (fp << 1) + gear[buf[i]];
 		if (!(fp & mask_s))
 			return i + 1;
+	}
+	for (; i + 1 < end; i += 2) {
+		uint64_t g0 = gear[buf[i]], g1 = gear[buf[i + 1]];
+		uint64_t fp1 = (fp << 1) + g0;
+		fp = (fp << 2) + ((g0 << 1) + g1);
+		if (!(fp1 & mask_l))
+			return i + 1;
+		if (!(fp & mask_l))
+			return i + 2;
 	}
 	for (; i < end; i++) {
 		fp = (fp << 1) + gear[buf[i]];

@@ -26,6 +26,7 @@ shoal_test(crypto_test
     chunker_gear_table
     chunker_pinned_cuts
     chunker_bounds
+    chunker_matches_reference
     chunker_insertion
     chunker_avg_for_size
     chunker_throughput)

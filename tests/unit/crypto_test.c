@@ -1237,6 +1237,61 @@ TEST(chunker_pinned_cuts)
 	free(buf);
 }
 
+/* The chunker as FastCDC defines it, one byte at a time, to check the fast one against. */
+static size_t
+reference_cut(const struct sec_chunker *c, const unsigned char *buf, size_t len)
+{
+	const uint64_t *gear = sec_chunker_gear_table();
+	size_t i = c->min_size, end = c->max_size < len ? c->max_size : len;
+	uint64_t fp = 0;
+
+	if (len <= i)
+		return len;
+	for (; i < end; i++) {
+		fp = (fp << 1) + gear[buf[i]];
+		if (!(fp & (i < c->avg_size ? c->mask_s : c->mask_l)))
+			return i + 1;
+	}
+	return end;
+}
+
+TEST(chunker_matches_reference)
+{
+	/*
+	 * Every cut of many buffers, at every average size, on lengths of both
+	 * parities and with the switch from mask_s to mask_l at both parities
+	 * of the offset, equals the byte-at-a-time reference.
+	 */
+	size_t len = 24u << 20, checked = 0;
+	unsigned char *buf = malloc(len);
+
+	setup();
+	ASSERT(buf != NULL);
+	fill_random(buf, len, 0xc0ffee);
+	/* Low-entropy stretches make cuts land at max_size and right after min_size too. */
+	memset(buf + (3u << 20), 0, 1u << 20);
+	memset(buf + (9u << 20), 0xff, 3u << 19);
+	for (uint32_t avg = SEC_CHUNK_AVG_MIN; avg <= SEC_CHUNK_AVG_MAX; avg *= 2) {
+		struct sec_chunker c;
+		ASSERT_OK(sec_chunker_init(&c, avg));
+		for (size_t skew = 0; skew < 3; skew++) {
+			size_t off = skew;
+			while (off < len) {
+				size_t rest = len - off, want = reference_cut(&c, buf + off, rest);
+				ASSERT_UEQ(sec_chunker_cut(&c, buf + off, rest), want);
+				/* The same chunk with the buffer cut short: odd and even ends. */
+				for (size_t cut = want - want % 2; cut + 2 > want && cut > 0; cut--)
+					ASSERT_UEQ(sec_chunker_cut(&c, buf + off, cut),
+						   reference_cut(&c, buf + off, cut));
+				off += want;
+				checked++;
+			}
+		}
+	}
+	ASSERT(checked > 1000);
+	free(buf);
+}
+
 TEST(chunker_bounds)
 {
 	static const uint32_t avgs[] = {64 * 1024, 128 * 1024, 256 * 1024, 1024 * 1024};
@@ -1427,6 +1482,7 @@ TEST_ENTRY(devid_lenient_input)
 TEST_ENTRY(chunker_gear_table)
 TEST_ENTRY(chunker_pinned_cuts)
 TEST_ENTRY(chunker_bounds)
+TEST_ENTRY(chunker_matches_reference)
 TEST_ENTRY(chunker_insertion)
 TEST_ENTRY(chunker_avg_for_size)
 TEST_ENTRY(chunker_throughput)
