@@ -34,34 +34,64 @@
 #define SCAN_HASH_JOBS 4
 #define MARKER ".shoal-folder"
 
-struct scan_entry {
-	char *name;
-	size_t name_len;
-	uint32_t type, mode;
-	uint64_t size, ino;
-	int64_t mtime_s, ctime_s;
-	uint32_t mtime_ns, ctime_ns;
-	char *target;
+/*
+ * One entry found by the walk. A folder of a million files has a million of
+ * these in memory during a scan, so the common part is kept small (64 bytes,
+ * the name in the scanner's arena); what only a symlink or a changed entry
+ * needs is in a separate struct scan_extra.
+ */
+struct scan_extra {
+	char *target; /* a symlink's target */
 	/* filled on the loop */
 	struct store_counter *prev_version;
 	size_t prev_nversion;
 	uint32_t prev_block_size;
-	uint32_t prev_flags;
-	int had_prev;
 	struct store_counter *adopted; /* a peer's version of exactly this content */
 	size_t nadopted;
 };
 
-struct hash_job {
-	uv_work_t work;
-	struct scanner *s;
+struct scan_entry {
+	char *name;           /* NUL-terminated, owned by the scanner's name arena */
+	struct scan_extra *x; /* NULL until needed; owned */
+	uint64_t size, ino;
+	int64_t mtime_s, ctime_s;
+	uint32_t mtime_ns, ctime_ns;
+	uint32_t name_len;    /* at most PROTO_PATH_MAX */
+	uint16_t mode;
+	uint8_t type;
+};
+
+/* Names of the entries, packed into large chunks instead of one allocation each. */
+#define ARENA_CHUNK (256u << 10)
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t used;
+	char data[];
+};
+
+/* One file to hash, and what hashing it found. */
+struct hash_item {
 	struct scan_entry *e;
-	int rootfd;
 	struct store_block *blocks;
 	size_t nblocks;
 	uint32_t block_size;
 	int err;      /* -errno or 0 */
 	int changed;  /* the file changed while it was read */
+};
+
+/*
+ * One thread-pool job hashes up to HASH_GROUP_FILES small files, or one file
+ * of HASH_GROUP_BYTES or more: a job per tiny file spent more time handing
+ * work to the pool and back than hashing.
+ */
+#define HASH_GROUP_FILES 64
+#define HASH_GROUP_BYTES (1u << 20)
+struct hash_job {
+	uv_work_t work;
+	struct scanner *s;
+	int rootfd;
+	size_t n;
+	struct hash_item items[HASH_GROUP_FILES];
 };
 
 struct scanner {
@@ -74,9 +104,11 @@ struct scanner {
 	size_t nscopes;
 	char **unsure; /* paths the walk could not read: nothing at or under them is deleted */
 	size_t nunsure;
+	struct arena_chunk *names; /* the newest chunk first */
+	char path[PROTO_PATH_MAX + 2]; /* the walk's scratch: the name being looked at */
 	struct scan_entry *ents;
 	size_t nents, cap;
-	size_t *todo; /* indexes of entries to hash */
+	uint32_t *todo; /* indexes of entries to hash */
 	size_t ntodo, next;
 	size_t inflight;
 	struct store_file *batch;
@@ -91,9 +123,42 @@ struct scanner {
 
 /* ---- walking (thread pool) ---- */
 
+/* A copy of name[0..len) with a terminator, owned by the scanner; NULL when out of memory. */
+static char *
+arena_strndup(struct scanner *s, const char *name, size_t len)
+{
+	struct arena_chunk *c = s->names;
+	char *p;
+
+	if (!c || ARENA_CHUNK - c->used < len + 1) {
+		size_t room = len + 1 > ARENA_CHUNK ? len + 1 : ARENA_CHUNK;
+		c = malloc(sizeof(*c) + room);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->next = s->names;
+		s->names = c;
+	}
+	p = c->data + c->used;
+	memcpy(p, name, len);
+	p[len] = '\0';
+	c->used += len + 1;
+	return p;
+}
+
+static struct scan_extra *
+entry_extra(struct scan_entry *e)
+{
+	if (!e->x)
+		e->x = calloc(1, sizeof(*e->x));
+	return e->x;
+}
+
 static int
 ents_push(struct scanner *s, struct scan_entry *e)
 {
+	if (s->nents >= UINT32_MAX - 1)
+		return -ENOMEM; /* entries are numbered with 32 bits */
 	if (s->nents == s->cap) {
 		size_t cap = s->cap ? 2 * s->cap : 1024;
 		struct scan_entry *n = realloc(s->ents, cap * sizeof(*n));
@@ -132,29 +197,27 @@ static int walk_dir(struct scanner *s, const char *dir, int depth);
 
 /*
  * Records the entry n of directory dfd, whose path in the folder is name
- * (taken over), and walks into it when it is a directory.
+ * (copied), and walks into it when it is a directory.
  */
 static int
-add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth, int recurse)
+add_entry(struct scanner *s, int dfd, const char *n, const char *name, int depth, int recurse)
 {
 	struct scan_entry e;
 	struct stat st;
+	size_t name_len = strlen(name);
+	char *target = NULL;
 	int rc;
 
 	memset(&e, 0, sizeof(e));
-	e.name = name;
-	e.name_len = strlen(name);
-	if (proto_path_check((const uint8_t *)e.name, e.name_len) != 0) {
+	if (proto_path_check((const uint8_t *)name, name_len) != 0) {
 		s->skipped++;
-		free(e.name);
 		return 0;
 	}
 	if (fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) != 0) {
 		if (errno != ENOENT) {
 			s->skipped++;
-			unsure_add(s, e.name);
+			unsure_add(s, name);
 		}
-		free(e.name);
 		return 0;
 	}
 	e.mode = st.st_mode & 0777; /* permission bits only: never setuid, setgid, sticky */
@@ -173,38 +236,34 @@ add_entry(struct scanner *s, int dfd, const char *n, char *name, int depth, int 
 		ssize_t l = readlinkat(dfd, n, buf, sizeof(buf) - 1);
 		if (l <= 0) {
 			s->skipped++;
-			unsure_add(s, e.name);
-			free(e.name);
+			unsure_add(s, name);
 			return 0;
 		}
 		buf[l] = '\0';
 		e.type = STORE_SYMLINK;
-		e.target = strdup(buf);
-		if (!e.target) {
-			free(e.name);
+		if (!(target = strdup(buf)) || !entry_extra(&e)) {
+			free(target);
 			return -ENOMEM;
 		}
+		e.x->target = target;
 	} else {
-		free(e.name); /* sockets, fifos and devices do not sync */
-		return 0;
+		return 0; /* sockets, fifos and devices do not sync */
 	}
-	if ((rc = ents_push(s, &e)) != 0) {
-		free(e.name);
-		free(e.target);
-		return rc;
+	e.name_len = (uint32_t)name_len;
+	if (!(e.name = arena_strndup(s, name, name_len)) || (rc = ents_push(s, &e)) != 0) {
+		free(target);
+		free(e.x);
+		return -ENOMEM;
 	}
 	if (e.type == STORE_DIR && recurse) {
-		char *sub = strdup(e.name);
-		if (!sub)
-			return -ENOMEM;
-		rc = walk_dir(s, sub, depth + 1);
+		/* e.name stays where it is (the arena never moves a name). */
+		rc = walk_dir(s, e.name, depth + 1);
 		if (rc != 0 && rc != -ENOMEM) {
 			/* Unreadable: skipped, and nothing under it counts as deleted. */
 			s->skipped++;
-			unsure_add(s, sub);
+			unsure_add(s, e.name);
 			rc = 0;
 		}
-		free(sub);
 	}
 	return rc;
 }
@@ -233,7 +292,7 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
 		size_t nlen = strlen(n);
-		char *name;
+		char *name = s->path;
 
 		if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
 			continue;
@@ -246,10 +305,9 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 				unlinkat(dirfd(d), n, 0);
 			continue;
 		}
-		name = malloc((dlen ? dlen + 1 : 0) + nlen + 1);
-		if (!name) {
-			rc = -ENOMEM;
-			break;
+		if ((dlen ? dlen + 1 : 0) + nlen > PROTO_PATH_MAX) {
+			s->skipped++; /* too long to be a valid name */
+			continue;
 		}
 		if (dlen) {
 			memcpy(name, dir, dlen);
@@ -274,15 +332,13 @@ static int
 walk_scope(struct scanner *s, const char *scope)
 {
 	const char *base;
-	char *name;
 	int dfd, rc, shallow = scope[0] == SCOPE_SHALLOW;
 
 	scope += shallow;
 	dfd = fs_open_parent(s->rootfd, scope, &base);
 	if (dfd < 0)
 		return dfd == -ENOENT || dfd == -ENOTDIR ? 0 : dfd; /* gone: its entries are deleted */
-	name = strdup(scope);
-	rc = name ? add_entry(s, dfd, base, name, 1, !shallow) : -ENOMEM;
+	rc = add_entry(s, dfd, base, scope, 1, !shallow);
 	close(dfd);
 	return rc;
 }
@@ -500,9 +556,8 @@ scan_chunk_fd(int fd, uint64_t size, uint32_t avg, int parallel, struct store_bl
 }
 
 static void
-hash_work(uv_work_t *w)
+hash_one(int rootfd, struct hash_item *j)
 {
-	struct hash_job *j = w->data;
 	struct scan_entry *e = j->e;
 	struct sec_chunker ck;
 	struct stat st, st2;
@@ -510,7 +565,7 @@ hash_work(uv_work_t *w)
 	uint64_t total = 0;
 	int fd, rc;
 
-	fd = fs_open_beneath(j->rootfd, e->name, O_RDONLY, 0);
+	fd = fs_open_beneath(rootfd, e->name, O_RDONLY, 0);
 	if (fd < 0) {
 		j->err = fd;
 		return;
@@ -524,7 +579,7 @@ hash_work(uv_work_t *w)
 		j->changed = 1;
 		goto out;
 	}
-	j->block_size = sec_chunker_avg_for_size(e->size, e->prev_block_size);
+	j->block_size = sec_chunker_avg_for_size(e->size, e->x ? e->x->prev_block_size : 0);
 	sec_chunker_init(&ck, j->block_size);
 	rc = chunk_file(fd, e->size, &ck, &l, PARALLEL_MIN);
 	if (rc != 0) {
@@ -551,10 +606,13 @@ out:
 static void
 entry_free(struct scan_entry *e)
 {
-	free(e->name);
-	free(e->target);
-	free(e->adopted);
-	free(e->prev_version);
+	if (!e->x)
+		return;
+	free(e->x->target);
+	free(e->x->adopted);
+	free(e->x->prev_version);
+	free(e->x);
+	e->x = NULL;
 }
 
 static void
@@ -563,6 +621,11 @@ scanner_free(struct scanner *s)
 	for (size_t i = 0; i < s->nents; i++)
 		entry_free(&s->ents[i]);
 	free(s->ents);
+	while (s->names) {
+		struct arena_chunk *c = s->names;
+		s->names = c->next;
+		free(c);
+	}
 	free(s->todo);
 	for (size_t i = 0; i < s->nunsure; i++)
 		free(s->unsure[i]);
@@ -700,9 +763,9 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 		r->blocks = blocks;
 		r->nblocks = nblocks;
 		r->block_size = block_size;
-		if (e->target) {
-			r->target = strdup(e->target);
-			r->target_len = strlen(e->target);
+		if (e->x && e->x->target) {
+			r->target = strdup(e->x->target);
+			r->target_len = strlen(e->x->target);
 			if (!r->target) {
 				free((char *)r->name);
 				free(blocks);
@@ -710,28 +773,29 @@ scan_record(struct scanner *s, struct scan_entry *e, int deleted, struct store_b
 			}
 		}
 	}
-	if (e->adopted) {
+	const struct store_counter *prev = e->x ? e->x->prev_version : NULL;
+	size_t nprev = e->x ? e->x->prev_nversion : 0;
+	if (e->x && e->x->adopted) {
 		/* The content is exactly a version a peer announced: that version it is. */
-		r->version = e->adopted;
-		r->nversion = e->nadopted;
-		e->adopted = NULL;
-		e->nadopted = 0;
+		r->version = e->x->adopted;
+		r->nversion = e->x->nadopted;
+		e->x->adopted = NULL;
+		e->x->nadopted = 0;
 	} else if (f->mode == MODE_RECEIVE) {
 		/* Keep the cluster's version; mark the change as ours only. */
 		r->flags |= STORE_FLAG_LOCALCHANGE;
-		if (e->prev_nversion) {
-			r->version = malloc(e->prev_nversion * sizeof(*r->version));
+		if (nprev) {
+			r->version = malloc(nprev * sizeof(*r->version));
 			if (!r->version) {
 				free((char *)r->name);
 				free((char *)r->target);
 				free(r->blocks);
 				return -ENOMEM;
 			}
-			memcpy(r->version, e->prev_version, e->prev_nversion * sizeof(*r->version));
-			r->nversion = e->prev_nversion;
+			memcpy(r->version, prev, nprev * sizeof(*r->version));
+			r->nversion = nprev;
 		}
-	} else if ((rc = bump_version(f, e->prev_version, e->prev_nversion, &r->version,
-				      &r->nversion)) != 0) {
+	} else if ((rc = bump_version(f, prev, nprev, &r->version, &r->nversion)) != 0) {
 		free((char *)r->name);
 		free((char *)r->target);
 		free(r->blocks);
@@ -757,10 +821,13 @@ adopt_version(struct scanner *s, struct scan_entry *e, const struct store_block 
 {
 	struct folder *f = s->f;
 	struct store_txn *txn;
+	struct device *d = f->ag->devices;
 
-	if (store_read_begin(f->ag->store, &txn) != 0)
-		return;
-	for (struct device *d = f->ag->devices; d && !e->adopted; d = d->next) {
+	while (d && !folder_shared_with(f, d))
+		d = d->next;
+	if (!d || store_read_begin(f->ag->store, &txn) != 0)
+		return; /* no peer (no index to adopt from), or no index to read */
+	for (; d && !(e->x && e->x->adopted); d = d->next) {
 		struct store_file rf;
 		if (!folder_shared_with(f, d) ||
 		    store_file_get(txn, f->num, d->num, e->name, e->name_len, 1, &rf) != 0)
@@ -770,12 +837,14 @@ adopt_version(struct scanner *s, struct scan_entry *e, const struct store_block 
 		for (size_t i = 0; same && i < nblocks; i++)
 			same = rf.blocks[i].size == blocks[i].size &&
 			       memcmp(rf.blocks[i].hash, blocks[i].hash, 32) == 0;
-		if (same && e->prev_nversion &&
-		    vv_compare(rf.version, rf.nversion, e->prev_version, e->prev_nversion) == VV_LESSER)
+		if (same && e->x && e->x->prev_nversion &&
+		    vv_compare(rf.version, rf.nversion, e->x->prev_version, e->x->prev_nversion) ==
+			    VV_LESSER)
 			same = 0;
-		if (same && (e->adopted = malloc(rf.nversion * sizeof(*e->adopted)))) {
-			memcpy(e->adopted, rf.version, rf.nversion * sizeof(*e->adopted));
-			e->nadopted = rf.nversion;
+		if (same && entry_extra(e) &&
+		    (e->x->adopted = malloc(rf.nversion * sizeof(*e->x->adopted)))) {
+			memcpy(e->x->adopted, rf.version, rf.nversion * sizeof(*e->x->adopted));
+			e->x->nadopted = rf.nversion;
 		}
 		store_file_release(&rf);
 	}
@@ -820,13 +889,17 @@ scan_finish(struct scanner *s)
 }
 
 static void
-hash_done(uv_work_t *w, int status)
+hash_work(uv_work_t *w)
 {
 	struct hash_job *j = w->data;
-	struct scanner *s = j->s;
 
-	s->inflight--;
-	close(j->rootfd);
+	for (size_t i = 0; i < j->n; i++)
+		hash_one(j->rootfd, &j->items[i]);
+}
+
+static void
+hash_item_done(struct scanner *s, struct hash_item *j, int status)
+{
 	if (!s->aborted && !s->failed) {
 		if (status != 0 || j->changed) {
 			s->retry = 1;
@@ -846,6 +919,18 @@ hash_done(uv_work_t *w, int status)
 	} else {
 		free(j->blocks);
 	}
+}
+
+static void
+hash_done(uv_work_t *w, int status)
+{
+	struct hash_job *j = w->data;
+	struct scanner *s = j->s;
+
+	s->inflight--;
+	close(j->rootfd);
+	for (size_t i = 0; i < j->n; i++)
+		hash_item_done(s, &j->items[i], status);
 	free(j);
 	scan_next(s);
 }
@@ -860,14 +945,22 @@ scan_next(struct scanner *s)
 			break;
 		}
 		j->s = s;
-		j->e = &s->ents[s->todo[s->next++]];
+		for (uint64_t bytes = 0; j->n < HASH_GROUP_FILES && s->next < s->ntodo &&
+					 bytes < HASH_GROUP_BYTES;) {
+			struct scan_entry *e = &s->ents[s->todo[s->next]];
+			if (j->n > 0 && bytes + e->size > HASH_GROUP_BYTES)
+				break; /* a large file starts the next job */
+			j->items[j->n++].e = e;
+			s->next++;
+			bytes += e->size;
+		}
 		j->work.data = j;
 		j->rootfd = fcntl(s->rootfd, F_DUPFD_CLOEXEC, 3);
 		if (j->rootfd < 0 || uv_queue_work(s->f->ag->loop, &j->work, hash_work, hash_done) != 0) {
 			if (j->rootfd >= 0)
 				close(j->rootfd);
 			free(j);
-			s->failed = 1;
+			s->failed = 1; /* what the job held was not hashed yet: nothing to free */
 			break;
 		}
 		s->inflight++;
@@ -878,7 +971,7 @@ scan_next(struct scanner *s)
 
 /* Name set for finding deletions. */
 struct nameset {
-	size_t *slots; /* index + 1 into ents, 0 = empty */
+	uint32_t *slots; /* index + 1 into ents, 0 = empty */
 	size_t cap;
 	struct scan_entry *ents;
 };
@@ -908,7 +1001,7 @@ nameset_build(struct nameset *ns, struct scan_entry *ents, size_t n)
 		size_t k = name_hash(ents[i].name, ents[i].name_len) & (ns->cap - 1);
 		while (ns->slots[k])
 			k = (k + 1) & (ns->cap - 1);
-		ns->slots[k] = i + 1;
+		ns->slots[k] = (uint32_t)(i + 1);
 	}
 	return 0;
 }
@@ -964,25 +1057,22 @@ find_deleted(const struct store_file *sf, void *arg)
 		x->cap = cap;
 	}
 	memset(&e, 0, sizeof(e));
-	e.name = strndup(sf->name, sf->name_len);
-	e.name_len = sf->name_len;
-	e.type = sf->type;
-	e.mode = sf->mode;
+	e.name = arena_strndup(x->s, sf->name, sf->name_len);
+	e.name_len = (uint32_t)sf->name_len;
+	e.type = (uint8_t)sf->type;
+	e.mode = (uint16_t)sf->mode;
 	e.mtime_s = sf->mtime_s;
 	e.mtime_ns = sf->mtime_ns;
-	e.had_prev = 1;
+	if (!e.name)
+		return -ENOMEM;
 	if (sf->nversion) {
-		e.prev_version = malloc(sf->nversion * sizeof(*e.prev_version));
-		if (!e.prev_version) {
-			free(e.name);
+		if (!entry_extra(&e) ||
+		    !(e.x->prev_version = malloc(sf->nversion * sizeof(*e.x->prev_version)))) {
+			free(e.x);
 			return -ENOMEM;
 		}
-		memcpy(e.prev_version, sf->version, sf->nversion * sizeof(*e.prev_version));
-		e.prev_nversion = sf->nversion;
-	}
-	if (!e.name) {
-		free(e.prev_version);
-		return -ENOMEM;
+		memcpy(e.x->prev_version, sf->version, sf->nversion * sizeof(*e.x->prev_version));
+		e.x->prev_nversion = sf->nversion;
 	}
 	x->dels[x->ndels++] = e;
 	return 0;
@@ -1002,7 +1092,8 @@ entry_changed(const struct scan_entry *e, const struct store_file *sf)
 	     sf->ctime_ns != e->ctime_ns))
 		return 2; /* content may differ: rehash */
 	if (e->type == STORE_SYMLINK &&
-	    (sf->target_len != strlen(e->target) || memcmp(sf->target, e->target, sf->target_len)))
+	    (sf->target_len != strlen(e->x->target) ||
+	     memcmp(sf->target, e->x->target, sf->target_len)))
 		return 1;
 	return 0;
 }
@@ -1050,7 +1141,7 @@ walk_done(uv_work_t *w, int status)
 	}
 	/* Collect changes in one read transaction, then write them in batches. */
 	size_t nrec = 0;
-	size_t *rec = malloc((s->nents ? s->nents : 1) * sizeof(*rec));
+	uint32_t *rec = malloc((s->nents ? s->nents : 1) * sizeof(*rec));
 	if (!rec) {
 		store_read_end(txn);
 		s->failed = 1;
@@ -1064,15 +1155,13 @@ walk_done(uv_work_t *w, int status)
 		rc = store_file_get(txn, f->num, STORE_LOCAL, e->name, e->name_len, 0, &sf);
 		if (rc == 0) {
 			ch = entry_changed(e, &sf);
-			e->had_prev = 1;
-			e->prev_block_size = sf.block_size;
-			e->prev_flags = sf.flags;
-			if (ch && sf.nversion) {
-				e->prev_version = malloc(sf.nversion * sizeof(*e->prev_version));
-				if (e->prev_version) {
-					memcpy(e->prev_version, sf.version,
-					       sf.nversion * sizeof(*e->prev_version));
-					e->prev_nversion = sf.nversion;
+			if (ch && entry_extra(e)) {
+				e->x->prev_block_size = sf.block_size;
+				if (sf.nversion && (e->x->prev_version = malloc(
+							    sf.nversion * sizeof(*e->x->prev_version)))) {
+					memcpy(e->x->prev_version, sf.version,
+					       sf.nversion * sizeof(*e->x->prev_version));
+					e->x->prev_nversion = sf.nversion;
 				}
 			}
 			store_file_release(&sf);
@@ -1080,9 +1169,9 @@ walk_done(uv_work_t *w, int status)
 		if (ch == 0)
 			continue;
 		if (e->type == STORE_FILE && e->size > 0)
-			s->todo[s->ntodo++] = i;
+			s->todo[s->ntodo++] = (uint32_t)i;
 		else
-			rec[nrec++] = i;
+			rec[nrec++] = (uint32_t)i;
 	}
 	if (nameset_build(&ns, s->ents, s->nents) == 0) {
 		dx.s = s;
