@@ -160,61 +160,49 @@ view_state(const struct lentry *local, const struct lentry *best, int concurrent
 	return "synced";
 }
 
-int
-ls_run(const char *home, const char *folder, const char *path, const char *cursor, size_t limit,
-       int json)
+static void
+lentries_clear(struct collect *c)
 {
-	struct config cfg;
-	struct cfg_folder *cf;
-	struct store *st = NULL;
-	struct store_txn *txn = NULL;
-	uint32_t fnum, devs[64];
-	size_t ndevs;
-	struct collect c;
-	struct json j;
-	const char *last = NULL;
-	size_t shown = 0;
-	int rc = 1;
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->v[i].name);
+		free(c->v[i].f.version);
+	}
+	c->n = 0;
+}
 
-	memset(&cfg, 0, sizeof(cfg));
-	memset(&c, 0, sizeof(c));
-	json_init(&j);
-	if (open_folder(home, folder, &cfg, &cf, &st, &fnum, devs, &ndevs) != 0)
-		goto out;
-	c.prefix = path ? path : "";
-	c.prefix_len = strlen(c.prefix);
-	c.limit = limit;
-	if (store_read_begin(st, &txn) != 0)
-		goto out;
-	for (size_t i = 0; i < ndevs; i++) {
-		const char *start = cursor && *cursor ? cursor : c.prefix;
-		c.dev = devs[i];
-		c.taken = 0;
-		if ((!cursor || !*cursor) && c.prefix_len) {
-			struct store_file f;
-			if (store_file_get(txn, fnum, devs[i], c.prefix, c.prefix_len, 0, &f) == 0) {
-				collect_one(&f, &c);
-				store_file_release(&f);
-			}
-		}
-		if (store_files_each(txn, fnum, devs[i], start, strlen(start), 0, collect_one, &c) < 0)
-			goto out;
-	}
-	qsort(c.v, c.n, sizeof(*c.v), lentry_cmp);
-	if (json) {
-		json_obj_open(&j);
-		json_key(&j, "folder");
-		json_str(&j, folder);
-		json_key(&j, "items");
-		json_arr_open(&j);
-	}
-	for (size_t i = 0; i < c.n && shown < limit;) {
+/* memcmp order of two names, the shorter first on a tie (the order of the index keys). */
+static int
+name_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+	int r = memcmp(a, b, al < bl ? al : bl);
+	if (r)
+		return r;
+	return al < bl ? -1 : al > bl;
+}
+
+struct page {
+	struct json *j;
+	int json;
+	size_t limit, shown;
+	char *last; /* the last name shown (owned) */
+};
+
+/*
+ * Shows the names of c (sorted) up to and including bound (all when bound is
+ * NULL) until the page is full; returns -ENOMEM or 0.
+ */
+static int
+page_emit(struct page *pg, struct collect *c, const char *bound, size_t bound_len)
+{
+	for (size_t i = 0; i < c->n && pg->shown < pg->limit;) {
 		size_t k = i;
 		struct lentry *local = NULL, *best = NULL;
 		int concurrent = 0;
-		while (k < c.n && c.v[k].name_len == c.v[i].name_len &&
-		       memcmp(c.v[k].name, c.v[i].name, c.v[i].name_len) == 0) {
-			struct lentry *e = &c.v[k];
+		if (bound && name_cmp(c->v[i].name, c->v[i].name_len, bound, bound_len) > 0)
+			break; /* some index was not read this far: the next round has it */
+		while (k < c->n && c->v[k].name_len == c->v[i].name_len &&
+		       memcmp(c->v[k].name, c->v[i].name, c->v[i].name_len) == 0) {
+			struct lentry *e = &c->v[k];
 			if (e->dev == STORE_LOCAL)
 				local = e;
 			if (!best) {
@@ -235,23 +223,26 @@ ls_run(const char *home, const char *folder, const char *path, const char *curso
 		const char *state = view_state(local, best, concurrent);
 		const char *type = best->f.type == STORE_DIR ? "dir" : best->f.type == STORE_SYMLINK ? "link" : "file";
 		int deleted = !!(best->f.flags & STORE_FLAG_DELETED);
-		last = best->name;
-		shown++;
-		if (json) {
-			json_obj_open(&j);
-			json_key(&j, "name");
-			json_str(&j, best->name);
-			json_key(&j, "type");
-			json_str(&j, type);
-			json_key(&j, "size");
-			json_u64(&j, best->f.size);
-			json_key(&j, "mtime");
-			json_i64(&j, best->f.mtime_s);
-			json_key(&j, "deleted");
-			json_bool(&j, deleted);
-			json_key(&j, "state");
-			json_str(&j, state);
-			json_obj_close(&j);
+		free(pg->last);
+		if (!(pg->last = strdup(best->name)))
+			return -ENOMEM;
+		pg->shown++;
+		if (pg->json) {
+			struct json *j = pg->j;
+			json_obj_open(j);
+			json_key(j, "name");
+			json_str(j, best->name);
+			json_key(j, "type");
+			json_str(j, type);
+			json_key(j, "size");
+			json_u64(j, best->f.size);
+			json_key(j, "mtime");
+			json_i64(j, best->f.mtime_s);
+			json_key(j, "deleted");
+			json_bool(j, deleted);
+			json_key(j, "state");
+			json_str(j, state);
+			json_obj_close(j);
 		} else {
 			char ts[32];
 			time_t t = (time_t)best->f.mtime_s;
@@ -263,19 +254,108 @@ ls_run(const char *home, const char *folder, const char *path, const char *curso
 			       best->f.type == STORE_DIR ? "/" : "", deleted ? " (deleted)" : "");
 		}
 	}
-	/* A full page means there may be more: the cursor is the last name shown. */
-	int more = shown == limit && last;
+	return 0;
+}
+
+/*
+ * A page is built in rounds. Each round reads up to limit names after the
+ * cursor from every index and shows the merged names, but only up to the
+ * smallest "last name read" of the indexes that had limit names to give: past
+ * it, some index was not read, and a name there could lack that index's
+ * (perhaps newer) version. Names that are deleted everywhere take an index's
+ * share of a round without being shown, so a folder with many tombstones can
+ * need more than one round for a page; without the rounds such a page came
+ * out short, with no next cursor, as if the listing had ended.
+ */
+int
+ls_run(const char *home, const char *folder, const char *path, const char *cursor, size_t limit,
+       int json)
+{
+	struct config cfg;
+	struct cfg_folder *cf;
+	struct store *st = NULL;
+	struct store_txn *txn = NULL;
+	uint32_t fnum, devs[64];
+	size_t ndevs;
+	struct collect c;
+	struct json j;
+	struct page pg = {&j, json, limit, 0, NULL};
+	char *from = NULL, *bound = NULL;
+	size_t bound_len = 0;
+	int rc = 1, more = 0;
+
+	memset(&cfg, 0, sizeof(cfg));
+	memset(&c, 0, sizeof(c));
+	json_init(&j);
+	if (open_folder(home, folder, &cfg, &cf, &st, &fnum, devs, &ndevs) != 0)
+		goto out;
+	c.prefix = path ? path : "";
+	c.prefix_len = strlen(c.prefix);
+	c.limit = limit;
+	if (store_read_begin(st, &txn) != 0)
+		goto out;
+	if (!(from = strdup(cursor && *cursor ? cursor : c.prefix)))
+		goto out;
+	if (json) {
+		json_obj_open(&j);
+		json_key(&j, "folder");
+		json_str(&j, folder);
+		json_key(&j, "items");
+		json_arr_open(&j);
+	}
+	for (int round = 0; limit > 0; round++) {
+		lentries_clear(&c);
+		free(bound);
+		bound = NULL;
+		for (size_t i = 0; i < ndevs; i++) {
+			c.dev = devs[i];
+			c.taken = 0;
+			if (round == 0 && (!cursor || !*cursor) && c.prefix_len) {
+				struct store_file f;
+				if (store_file_get(txn, fnum, devs[i], c.prefix, c.prefix_len, 0, &f) == 0) {
+					int r = collect_one(&f, &c);
+					store_file_release(&f);
+					if (r < 0)
+						goto out;
+				}
+			}
+			if (store_files_each(txn, fnum, devs[i], from, strlen(from), 0, collect_one, &c) < 0)
+				goto out;
+			if (c.taken >= limit && c.n > 0) {
+				/* This index may have more: the round is complete up to its last name. */
+				const struct lentry *e = &c.v[c.n - 1];
+				if (!bound || name_cmp(e->name, e->name_len, bound, bound_len) < 0) {
+					free(bound);
+					if (!(bound = strndup(e->name, e->name_len)))
+						goto out;
+					bound_len = e->name_len;
+				}
+			}
+		}
+		qsort(c.v, c.n, sizeof(*c.v), lentry_cmp);
+		if (page_emit(&pg, &c, bound, bound_len) != 0)
+			goto out;
+		if (pg.shown == limit) {
+			more = 1; /* a full page: there may be more after its last name */
+			break;
+		}
+		if (!bound)
+			break; /* every index was read to its end */
+		free(from);
+		from = bound;
+		bound = NULL;
+	}
 	if (json) {
 		json_arr_close(&j);
 		json_key(&j, "next_cursor");
 		if (more)
-			json_str(&j, last);
+			json_str(&j, pg.last);
 		else
 			json_null(&j);
 		json_obj_close(&j);
 		printf("%s\n", json_finish(&j));
 	} else if (more) {
-		printf("next cursor: %s\n", last);
+		printf("next cursor: %s\n", pg.last);
 	} else {
 		printf("(end of listing)\n");
 	}
@@ -283,11 +363,11 @@ ls_run(const char *home, const char *folder, const char *path, const char *curso
 out:
 	if (txn)
 		store_read_end(txn);
-	for (size_t i = 0; i < c.n; i++) {
-		free(c.v[i].name);
-		free(c.v[i].f.version);
-	}
+	lentries_clear(&c);
 	free(c.v);
+	free(from);
+	free(bound);
+	free(pg.last);
 	if (st)
 		store_close(st);
 	config_release(&cfg);

@@ -13,11 +13,13 @@
 #include "agent/config.h"
 #include "agent/fsops.h"
 #include "agent/json.h"
+#include "agent/listing.h"
 #include "agent/log.h"
 #include "agent/util.h"
 #include "agent/version.h"
 #include "crypto/identity.h"
 #include "crypto/sec.h"
+#include "store/store.h"
 #include "test.h"
 
 static char tmpdir[64];
@@ -310,6 +312,133 @@ TEST(peer_log_rate_limit)
 	rmtmp();
 }
 
+/* Entries for ls_pages_past_tombstones: local tombstones a000..a009, live b000..b004;
+ * the peer has b002 in a newer version. */
+struct ls_fill {
+	uint8_t peer[32];
+};
+
+static int
+ls_put(struct store_txn *txn, uint32_t fnum, uint32_t dev, const char *name, int deleted,
+       struct store_counter *ver, size_t nver, uint64_t seq)
+{
+	struct store_file f;
+	memset(&f, 0, sizeof(f));
+	f.name = name;
+	f.name_len = strlen(name);
+	f.type = STORE_FILE;
+	f.flags = deleted ? STORE_FLAG_DELETED : 0;
+	f.mode = 0644;
+	f.size = deleted ? 0 : 7;
+	f.mtime_s = 1700000000;
+	f.sequence = seq;
+	f.version = ver;
+	f.nversion = nver;
+	return store_file_put(txn, fnum, dev, &f);
+}
+
+static int
+ls_fill_txn(struct store_txn *txn, void *arg)
+{
+	struct ls_fill *x = arg;
+	struct store_counter v1[1] = {{1, 1}}, v2[2] = {{1, 1}, {2, 1}};
+	uint32_t fnum, dnum;
+	char name[8];
+	int rc;
+
+	if ((rc = store_folder_num(txn, "f", 1, &fnum)) != 0 ||
+	    (rc = store_device_num(txn, x->peer, 1, &dnum)) != 0)
+		return rc;
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "a%03d", i);
+		if ((rc = ls_put(txn, fnum, STORE_LOCAL, name, 1, v1, 1, 0)) != 0)
+			return rc;
+	}
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "b%03d", i);
+		if ((rc = ls_put(txn, fnum, STORE_LOCAL, name, 0, v1, 1, 0)) != 0)
+			return rc;
+	}
+	return ls_put(txn, fnum, dnum, "b002", 0, v2, 2, 1);
+}
+
+/* Runs ls_run with JSON output into buf. */
+static void
+ls_capture(const char *cursor, size_t limit, char *buf, size_t size)
+{
+	char path[128];
+	int saved, fd;
+
+	snprintf(path, sizeof(path), "%s/ls.out", tmpdir);
+	fflush(stdout);
+	saved = dup(1);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT(fd >= 0 && saved >= 0);
+	ASSERT(dup2(fd, 1) == 1);
+	int rc = ls_run(tmpdir, "f", NULL, cursor, limit, 1);
+	fflush(stdout);
+	dup2(saved, 1);
+	close(saved);
+	ASSERT_EQ(rc, 0);
+	ssize_t n = pread(fd, buf, size - 1, 0);
+	ASSERT(n > 0);
+	buf[n] = '\0';
+	close(fd);
+}
+
+/*
+ * A page that starts with more tombstones than the page size is still a full
+ * page with a next cursor (it used to come out empty, as the end of the
+ * listing), and a name is shown with every index's version of it.
+ */
+TEST(ls_pages_past_tombstones)
+{
+	struct config c;
+	struct sec_identity peer;
+	struct store *st;
+	struct ls_fill x;
+	char path[128], buf[8192];
+	unsigned char seed[32] = {7};
+
+	ASSERT_EQ(sec_init(), 0);
+	mktmp();
+	memset(&c, 0, sizeof(c));
+	memset(&peer, 0, sizeof(peer));
+	ASSERT_EQ(sec_identity_from_seed(&peer, seed), 0);
+	snprintf(path, sizeof(path), "%s/f", tmpdir);
+	struct cfg_folder *cf = config_add_folder(&c, "f", path, MODE_SENDRECEIVE);
+	ASSERT(cf);
+	ASSERT(config_add_peer(&c, peer.id));
+	ASSERT_EQ(config_folder_share(cf, peer.id), 0);
+	snprintf(path, sizeof(path), "%s/config", tmpdir);
+	ASSERT_EQ(config_save(&c, path), 0);
+	config_release(&c);
+	memcpy(x.peer, peer.id, 32);
+	ASSERT_EQ(store_open(&st, tmpdir), 0);
+	ASSERT_EQ(store_write(st, ls_fill_txn, &x), 0);
+	store_close(st);
+
+	ls_capture(NULL, 4, buf, sizeof(buf));
+	ASSERT(strstr(buf, "\"a00") == NULL);
+	ASSERT(strstr(buf, "\"name\":\"b000\"") != NULL);
+	ASSERT(strstr(buf, "\"name\":\"b003\"") != NULL);
+	ASSERT(strstr(buf, "\"name\":\"b004\"") == NULL);
+	ASSERT(strstr(buf, "\"next_cursor\":\"b003\"") != NULL);
+	/* b002 is newer on the peer, although the peer's index was not the one read furthest. */
+	char *b2 = strstr(buf, "\"name\":\"b002\"");
+	ASSERT(b2 != NULL);
+	char *end = strchr(b2, '}');
+	ASSERT(end != NULL);
+	*end = '\0';
+	ASSERT(strstr(b2, "\"state\":\"needed\"") != NULL);
+
+	ls_capture("b003", 4, buf, sizeof(buf));
+	ASSERT(strstr(buf, "\"name\":\"b004\"") != NULL);
+	ASSERT(strstr(buf, "\"next_cursor\":null") != NULL);
+	sec_identity_release(&peer);
+	rmtmp();
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(config_roundtrip)
 TEST_ENTRY(config_errors)
@@ -319,4 +448,5 @@ TEST_ENTRY(fsops_confined)
 TEST_ENTRY(version_vectors)
 TEST_ENTRY(parallel_chunking)
 TEST_ENTRY(peer_log_rate_limit)
+TEST_ENTRY(ls_pages_past_tombstones)
 TEST_LIST_END
