@@ -423,9 +423,9 @@ close_device_conns(struct agent *ag, const unsigned char id[32], const char *why
 	struct device *d = device_find(ag, id);
 	if (!d)
 		return;
-	if (d->conn)
+	if (d->conn && !conn_answering_join(d->conn))
 		conn_close(d->conn, why);
-	if (d->dialing)
+	if (d->dialing && !conn_answering_join(d->dialing))
 		conn_close(d->dialing, why);
 	d->next_dial_ms = 0;
 }

@@ -177,6 +177,8 @@ void conn_index_changed(struct conn *c, struct folder *f);
 struct device *conn_device(const struct conn *c);
 struct conn *conn_next(const struct conn *c);
 int conn_active(const struct conn *c);
+/* The connection is answering a JOIN and closes by itself once the answer is written. */
+int conn_answering_join(const struct conn *c);
 const char *conn_address(const struct conn *c);
 uint64_t conn_in_bytes(const struct conn *c);
 uint64_t conn_out_bytes(const struct conn *c);

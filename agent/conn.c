@@ -85,6 +85,7 @@ struct conn {
 	int guest;             /* an unknown device that may claim an invite (dev is ours to free) */
 	int joining;           /* we sent JOIN and wait for the owner's answer */
 	int close_after_write; /* close once everything queued is written */
+	int answering_join;    /* a known device's JOIN: the answer must go out before we close */
 	uint8_t offer;         /* the suites we offered (initiator) */
 	int guest_done;
 	struct sec_handshake *hs;
@@ -145,6 +146,12 @@ int
 conn_active(const struct conn *c)
 {
 	return c->state == CONN_ACTIVE && c->got_hello;
+}
+
+int
+conn_answering_join(const struct conn *c)
+{
+	return c->answering_join;
 }
 
 const char *
@@ -1075,12 +1082,21 @@ conn_on_join(struct conn *c, const struct proto_join *j)
 		conn_close(c, "bad join");
 		return;
 	}
+	/* The reload that shares the folder must not cut this connection before the answer. */
+	c->answering_join = 1;
 	memcpy(folder, j->folder.p, j->folder.len);
 	folder[j->folder.len] = '\0';
 	f = agent_folder(ag, folder, j->folder.len);
 	if (!f) {
 		code = PROTO_J_WRONG;
 		snprintf(msg, sizeof(msg), "no folder %s here", folder);
+	} else if (!c->guest && folder_shared_with(f, c->dev)) {
+		/*
+		 * Already a member: it asks again when our answer was lost (the
+		 * connection dropped). Say yes without spending another use.
+		 */
+		code = PROTO_J_OK;
+		snprintf(msg, sizeof(msg), "already a member of %s", folder);
 	} else {
 		code = invite_claim(ag->home, folder, j->secret.p, j->secret.len, msg, sizeof(msg));
 	}
@@ -1209,8 +1225,16 @@ conn_on_message(struct conn *c, const uint8_t *p, size_t len)
 	if (c->joining) {
 		if (m.type == PROTO_JOIN_RESULT)
 			conn_on_join_result(c, &m.u.join_result);
-		else
+		else if (m.type != PROTO_HELLO && m.type != PROTO_PING)
 			conn_close(c, "expected the answer to our invite");
+		/* An owner that already knew us greets us first: its answer follows. */
+		goto out;
+	}
+	if (c->answering_join)
+		goto out; /* it closes once the answer is written; nothing else counts */
+	if (!c->got_hello && m.type == PROTO_JOIN && !c->guest_done) {
+		/* A device we know may claim an invite too, instead of its HELLO. */
+		conn_on_join(c, &m.u.join);
 		goto out;
 	}
 	if (!c->got_hello && m.type != PROTO_HELLO) {

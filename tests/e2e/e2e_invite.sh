@@ -92,4 +92,17 @@ mangled="${code4:0:20}${sub}${code4:21}"
 expect_refused mangled "$mangled" "damaged"
 expect_refused garbage "hello" "not an invite code"
 [ -z "$(ls -A "$E2E_TMP/x-expired" 2>/dev/null | grep -v '^.shoal')" ] || fail "a refused join left files"
+
+# A device the owner already knows (paired for something else) can join by invite too.
+node_new K
+pair O K
+start_agent K
+wait_listening K
+code5=$(invite)
+out=$(shoal_ok K join "$code5" "${NODE_DIR[K]}")
+grep -q "accepted" <<<"$out" || fail "the known device K's join was not accepted: $out"
+# shellcheck disable=SC2016  # expanded by wait_for's eval
+wait_for 'compare "$o" "${NODE_DIR[K]}" >/dev/null 2>&1' 60 ||
+	{ compare "$o" "${NODE_DIR[K]}"; fail "the known device K did not receive the tree after joining"; }
+log "a device the owner already knew joined by invite and holds the tree"
 pass
