@@ -336,6 +336,12 @@ on_write(uv_write_t *req, int status)
 	struct conn *c = w->c;
 
 	c->wqueued -= w->len;
+	if (status >= 0) {
+		/* Counted once the kernel has taken the bytes, not when they were queued. */
+		c->out_bytes += w->len;
+		if (c->dev && c->state != CONN_CLOSING)
+			c->dev->out_bytes += w->len;
+	}
 	free(w);
 	if (status < 0) {
 		if (status != UV_ECANCELED)
@@ -366,9 +372,6 @@ conn_write(struct conn *c, struct write_req *w)
 		return rc;
 	}
 	c->wqueued += w->len;
-	c->out_bytes += w->len;
-	if (c->dev)
-		c->dev->out_bytes += w->len;
 	c->last_tx_ms = now_ms();
 	return 0;
 }
