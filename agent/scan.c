@@ -1098,6 +1098,21 @@ entry_changed(const struct scan_entry *e, const struct store_file *sf)
 	return 0;
 }
 
+static int
+u32_push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 256;
+		uint32_t *nv = realloc(*v, c * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
 static void
 walk_done(uv_work_t *w, int status)
 {
@@ -1133,22 +1148,15 @@ walk_done(uv_work_t *w, int status)
 	for (size_t i = 0; i < s->nents; i++)
 		if (s->ents[i].type == STORE_DIR)
 			watch_dir(f, s->ents[i].name);
-	s->todo = malloc((s->nents ? s->nents : 1) * sizeof(*s->todo));
-	if (!s->todo || (rc = store_read_begin(f->ag->store, &txn)) != 0) {
+	if ((rc = store_read_begin(f->ag->store, &txn)) != 0) {
 		s->failed = 1;
 		scan_finish(s);
 		return;
 	}
 	/* Collect changes in one read transaction, then write them in batches. */
-	size_t nrec = 0;
-	uint32_t *rec = malloc((s->nents ? s->nents : 1) * sizeof(*rec));
-	if (!rec) {
-		store_read_end(txn);
-		s->failed = 1;
-		scan_finish(s);
-		return;
-	}
-	for (size_t i = 0; i < s->nents; i++) {
+	size_t nrec = 0, caprec = 0, captodo = 0;
+	uint32_t *rec = NULL;
+	for (size_t i = 0; i < s->nents && !s->failed; i++) {
 		struct scan_entry *e = &s->ents[i];
 		struct store_file sf;
 		int ch = 2;
@@ -1168,10 +1176,13 @@ walk_done(uv_work_t *w, int status)
 		}
 		if (ch == 0)
 			continue;
-		if (e->type == STORE_FILE && e->size > 0)
-			s->todo[s->ntodo++] = (uint32_t)i;
-		else
-			rec[nrec++] = (uint32_t)i;
+		/* Grown as needed: a rescan that finds little to do allocates little. */
+		if (e->type == STORE_FILE && e->size > 0) {
+			if (u32_push(&s->todo, &s->ntodo, &captodo, (uint32_t)i) != 0)
+				s->failed = 1;
+		} else if (u32_push(&rec, &nrec, &caprec, (uint32_t)i) != 0) {
+			s->failed = 1;
+		}
 	}
 	if (nameset_build(&ns, s->ents, s->nents) == 0) {
 		dx.s = s;
