@@ -1,11 +1,17 @@
 /*
  * tests/unit/agent_test.c - the agent's self-contained pieces: configuration
- * file, JSON writer and reader, confined file operations, version vectors.
+ * file, JSON writer and reader, confined file operations (and the kernel-side
+ * range copy the puller uses for local blocks), version vectors.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -227,6 +233,201 @@ TEST(fsops_confined)
 	rmtmp();
 }
 
+/* ---- fs_copy_range ---- */
+
+#define CR_SRC_SIZE ((3u << 20) + 123)
+
+static void
+fill_pattern(uint8_t *buf, size_t len, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		buf[i] = (uint8_t)x;
+	}
+}
+
+static void
+write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t r = pwrite(fd, buf, len, (off_t)off);
+		ASSERT(r > 0);
+		buf += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+}
+
+static void
+read_all(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t r = pread(fd, buf, len, (off_t)off);
+		ASSERT(r > 0);
+		buf += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+}
+
+/* Does fd have an extent shared with another file (a reflink)? */
+static int
+has_shared_extent(int fd)
+{
+	struct {
+		struct fiemap fm;
+		struct fiemap_extent ext[64];
+	} m;
+	memset(&m, 0, sizeof(m));
+	m.fm.fm_length = ~0ull;
+	m.fm.fm_flags = FIEMAP_FLAG_SYNC;
+	m.fm.fm_extent_count = 64;
+	if (ioctl(fd, FS_IOC_FIEMAP, &m.fm) != 0)
+		return 0;
+	for (unsigned i = 0; i < m.fm.fm_mapped_extents; i++)
+		if (m.ext[i].fe_flags & FIEMAP_EXTENT_SHARED)
+			return 1;
+	return 0;
+}
+
+/*
+ * Copies ranges of a 3 MiB source into destinations prefilled with 0xAA (as
+ * the puller's preallocated temp files): co-aligned, shifted, tiny, to the
+ * source's end, past it. Every destination must hold exactly the source's
+ * bytes in the range and its own bytes elsewhere. Returns what was cloned.
+ */
+static uint64_t
+copy_range_cases(const char *dir)
+{
+	static const struct {
+		uint64_t in, out, len;
+	} c[] = {
+		{0, 0, 2u << 20},             /* aligned on both sides: clonable whole */
+		{100, 100, (1u << 20) + 5000}, /* same offset in the block: edges copied */
+		{0, 100, 2u << 20},           /* shifted (an insert): copied */
+		{4096, 8192, 1u << 20},       /* shifted by whole blocks: clonable */
+		{7, 7, 10},                   /* tiny */
+		{4000, 4000, 50},             /* within one block */
+		{4096, 4096, CR_SRC_SIZE - 4096}, /* up to the source's end */
+		{5, 9, 0},                    /* nothing */
+	};
+	char path[512];
+	uint8_t *src = malloc(CR_SRC_SIZE), *got = malloc(CR_SRC_SIZE + 16384);
+	uint64_t want = 0;
+	struct fs_copy_stats st = {0, 0};
+	int in;
+
+	ASSERT(src && got);
+	fill_pattern(src, CR_SRC_SIZE, 42);
+	snprintf(path, sizeof(path), "%s/src", dir);
+	in = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT(in >= 0);
+	write_all(in, src, CR_SRC_SIZE, 0);
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		uint64_t dsize = c[i].out + c[i].len + 4096;
+		int out;
+		snprintf(path, sizeof(path), "%s/dst%zu", dir, i);
+		out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		ASSERT(out >= 0);
+		memset(got, 0xAA, dsize);
+		write_all(out, got, dsize, 0);
+		ASSERT_EQ(fs_copy_range(in, c[i].in, out, c[i].out, c[i].len, &st), 0);
+		want += c[i].len;
+		ASSERT_UEQ(st.cloned + st.copied, want);
+		read_all(out, got, dsize, 0);
+		for (uint64_t k = 0; k < dsize; k++) {
+			int inside = k >= c[i].out && k < c[i].out + c[i].len;
+			uint8_t e = inside ? src[c[i].in + k - c[i].out] : 0xAA;
+			if (got[k] != e)
+				TEST_FAIL("case %zu (in %llu, out %llu, len %llu): byte %llu is %u, want %u",
+					  i, (unsigned long long)c[i].in, (unsigned long long)c[i].out,
+					  (unsigned long long)c[i].len, (unsigned long long)k, got[k], e);
+		}
+		close(out);
+	}
+	/* A source shorter than the range. */
+	snprintf(path, sizeof(path), "%s/short", dir);
+	int out = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ASSERT(out >= 0);
+	ASSERT_EQ(fs_copy_range(in, CR_SRC_SIZE - 100, out, 0, 200, NULL), -ENODATA);
+	close(out);
+	close(in);
+	free(src);
+	free(got);
+	return st.cloned;
+}
+
+TEST(fs_copy_range)
+{
+	mktmp();
+	copy_range_cases(tmpdir);
+	rmtmp();
+}
+
+static void
+skip_case(const char *why)
+{
+	printf("SKIP fs_copy_range_reflink: %s\n", why);
+	fflush(stdout);
+	exit(77);
+}
+
+/*
+ * The same cases on an XFS image with reflink (mounted in a private mount
+ * namespace, so it goes away with the process): the co-aligned middles must
+ * be clones (shared extents), and a later write to the source must not show
+ * through in the copy. Skipped (77) without root, mkfs.xfs or loop devices.
+ */
+TEST(fs_copy_range_reflink)
+{
+	char cmd[1024], mnt[256], path[512];
+
+	if (geteuid() != 0)
+		skip_case("needs root to mount an XFS image");
+	if (system("command -v mkfs.xfs >/dev/null 2>&1") != 0)
+		skip_case("no mkfs.xfs (apt-get install xfsprogs)");
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		skip_case("cannot make a private mount namespace");
+	mktmp();
+	snprintf(mnt, sizeof(mnt), "%s/mnt", tmpdir);
+	ASSERT_EQ(mkdir(mnt, 0700), 0);
+	snprintf(cmd, sizeof(cmd),
+		 "truncate -s 512M %s/xfs.img && mkfs.xfs -q -f -m reflink=1 %s/xfs.img && "
+		 "mount -o loop %s/xfs.img %s",
+		 tmpdir, tmpdir, tmpdir, mnt);
+	if (system(cmd) != 0) {
+		rmtmp();
+		skip_case("cannot create or loop-mount an XFS image");
+	}
+	uint64_t cloned = copy_range_cases(mnt);
+	/* Cases 0 (2 MiB), 1 (middle 1 MiB), 3 (1 MiB) and 6 (the aligned 3 MiB) are clones. */
+	if (cloned < (6u << 20))
+		TEST_FAIL("only %llu bytes cloned on XFS with reflink", (unsigned long long)cloned);
+	snprintf(path, sizeof(path), "%s/dst0", mnt);
+	int d0 = open(path, O_RDWR);
+	ASSERT(d0 >= 0);
+	ASSERT(has_shared_extent(d0));
+	/* Copy on write: the source changes, the clone keeps its bytes. */
+	uint8_t before[4096], after[4096], junk[4096];
+	read_all(d0, before, sizeof(before), 8192);
+	snprintf(path, sizeof(path), "%s/src", mnt);
+	int s = open(path, O_RDWR);
+	ASSERT(s >= 0);
+	memset(junk, 0x55, sizeof(junk));
+	write_all(s, junk, sizeof(junk), 8192);
+	ASSERT_EQ(fsync(s), 0);
+	read_all(d0, after, sizeof(after), 8192);
+	ASSERT(memcmp(before, after, sizeof(before)) == 0);
+	close(s);
+	close(d0);
+	snprintf(cmd, sizeof(cmd), "umount %s", mnt);
+	ASSERT_EQ(system(cmd), 0);
+	rmtmp();
+}
+
 TEST(version_vectors)
 {
 	struct store_counter a[] = {{1, 3}, {2, 1}};
@@ -445,6 +646,8 @@ TEST_ENTRY(config_errors)
 TEST_ENTRY(folder_ids)
 TEST_ENTRY(json_roundtrip)
 TEST_ENTRY(fsops_confined)
+TEST_ENTRY(fs_copy_range)
+TEST_ENTRY(fs_copy_range_reflink)
 TEST_ENTRY(version_vectors)
 TEST_ENTRY(parallel_chunking)
 TEST_ENTRY(peer_log_rate_limit)
