@@ -69,14 +69,14 @@
 # Knobs (environment): RUNS=3 SEED=42 SMALL_FILES=10000 SMALL_DIRS=100
 #   LARGE_SIZE=1GiB DO_SHOAL=1 DO_SYNCTHING=1 DO_RSYNC=1 DO_LIMITS=1
 #   DO_LATENCY=1 LAT_REPS=5 RESCAN_REPS=3 POLL_S=0.05 LAT_POLL_S=0.005
-#   PHASE_TIMEOUT_S=600 ST_WATCH_DELAY_S=1 ST_LOW_PRIORITY=false KEEP_WORK=0
+#   PHASE_TIMEOUT_S=600 ST_WATCH_DELAY_S=1 ST_LOW_PRIORITY=false KEEP_WORK=0 WORK_DIR=/tmp
 #   SHOAL_BIN=<repo>/build/agent/shoal (SHOAL_REV=text: where it was built from,
 #   for env.txt) ST_BIN=syncthing
 #   GEN=<repo>/../shared/anchors/gen-dataset.py PY=/usr/bin/python3
 #   RESULTS_DIR=/tmp/shoal-bench-results/<timestamp>
 #   SHOAL_PORT_A=22201 SHOAL_PORT_B=22202 ST_SYNC_PORT_A=22101
 #   ST_SYNC_PORT_B=22102 ST_GUI_PORT_A=18384 ST_GUI_PORT_B=18385 RSYNC_PORT=18730
-# Disk at full size, in WORKDIR (default a new /tmp/shoal-bench-work.*): about
+# Disk at full size, in WORKDIR (default a new shoal-bench-work.* under WORK_DIR, or /tmp): about
 # 10 GiB during a run, plus 3.2 GiB for each earlier run (the small trees are
 # kept until the end, see run_one). Everything is removed at exit (KEEP_WORK=1 keeps it).
 # Output in RESULTS_DIR: raw.tsv, summary.md (the table, the machine's limits,
@@ -159,7 +159,12 @@ jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 [[ $DO_SYNCTHING != 1 ]] || command -v "$ST_BIN" >/dev/null || die "no $ST_BIN (apt-get install syncthing)"
 [[ $DO_RSYNC != 1 ]] || command -v rsync >/dev/null || die "no rsync (apt-get install rsync)"
 [[ -x /usr/bin/time ]] || die "GNU time (/usr/bin/time) is required"
-if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/shoal-bench-work.XXXXXX); fi
+# WORK_DIR: where the work directory is made (a filesystem to measure, e.g. an
+# XFS mount); the script makes and removes its own subdirectory there.
+if [[ -z $WORK ]]; then
+  [[ -z ${WORK_DIR:-} || -d ${WORK_DIR:-} ]] || die "WORK_DIR=$WORK_DIR is not a directory"
+  WORK=$(mktemp -d "${WORK_DIR:-/tmp}/shoal-bench-work.XXXXXX")
+fi
 mkdir -p "$WORK"
 FAIL_FILE=$WORK/.last-failure
 
