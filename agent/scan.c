@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +32,7 @@
 #include "proto/proto.h"
 
 #define SCAN_BATCH 1000
+#define SCAN_TRIM_ENTRIES 65536
 #define SCAN_HASH_JOBS 4
 #define MARKER ".shoal-folder"
 
@@ -880,7 +882,12 @@ scan_finish(struct scanner *s)
 		f->scan_done_gen = f->scan_running_gen;
 		control_scan_finished(f->ag, f);
 	}
+	size_t nents = s->nents;
 	scanner_free(s);
+	/* A large scan's memory went back to malloc in many arenas (the walk ran on
+	 * the thread pool): hand it back to the system, or an idle agent keeps it. */
+	if (nents >= SCAN_TRIM_ENTRIES)
+		malloc_trim(0);
 	if (retry) {
 		f->scan_wanted = 1;
 		f->next_scan_ms = now_ms() + 500;
