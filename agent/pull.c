@@ -34,7 +34,9 @@
 #define PULL_ACTIVE_MAX 64            /* files open at once */
 #define PULL_INFLIGHT_MAX (8u << 20) /* block bytes requested or being written: plenty for
 					 a LAN's bandwidth-delay product, small enough for RAM */
-#define PULL_FINISH_BATCH 128
+#define PULL_FINISH_BATCH 64
+#define PULL_FINISHING_MAX 3 /* finish jobs at once: their fdatasyncs overlap, and the disk's
+				cache flushes of concurrent fsyncs are merged */
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
 #define PULL_RUN_MAX (64u << 20)      /* the longest range of local blocks copied by one job */
@@ -103,6 +105,7 @@ struct pull_file {
 	uint8_t *done_map;  /* bit i: block i verified in the temp file */
 	uint8_t *resume_map; /* blocks a record says are there: verified again before use */
 	size_t saved_done;  /* done_blocks when the partial record was last written */
+	int opening;        /* open_work() is creating the temp file: no blocks yet */
 	int copying;        /* a local run of this file is on the thread pool */
 	struct write_job *runq, *runq_tail; /* local runs waiting for it, in order */
 	int had_record;     /* a partial record for this name existed when we began */
@@ -167,7 +170,7 @@ struct puller {
 	size_t jobs;
 	struct pull_file **finished;
 	size_t nfinished, capfinished;
-	int finishing;
+	int finishing; /* finish jobs on the thread pool */
 	struct store_file *batch;
 	size_t nbatch, capbatch;
 	uint64_t last_expire_ms;
@@ -707,6 +710,22 @@ pf_fail(struct pull_file *pf, const char *why)
 	}
 }
 
+/*
+ * The blocks a partial record of pf should list, in out: those verified in
+ * this attempt, and those an earlier record listed that are not checked yet
+ * (they are checked again whenever the file is resumed). Without the latter,
+ * a kill soon after a restart would leave a record of the few blocks
+ * checked so far, and the next attempt would fetch the rest again.
+ */
+static void
+pf_save_map(const struct pull_file *pf, uint8_t *out)
+{
+	size_t bl = (pf->rf.nblocks + 7) / 8;
+	memcpy(out, pf->done_map, bl);
+	for (size_t i = 0; pf->resume_map && i < bl; i++)
+		out[i] |= pf->resume_map[i];
+}
+
 /* Queues the partial record of pf to be written (or, with drop, deleted). */
 static void
 psave_add(struct pull_file *pf, int drop)
@@ -725,7 +744,7 @@ psave_add(struct pull_file *pf, int drop)
 	memcpy(ps->ident, pf->ident, 32);
 	ps->nblocks = (uint32_t)pf->rf.nblocks;
 	if (bl)
-		memcpy(ps->bitmap, pf->done_map, bl);
+		pf_save_map(pf, ps->bitmap);
 	ps->drop = drop;
 	ps->next = p->saves;
 	p->saves = ps;
@@ -1051,6 +1070,8 @@ write_done(uv_work_t *w, int status)
 	p->jobs--;
 	p->inflight_bytes -= j->budget;
 	pf->pending--;
+	if (j->verify_only && (status != 0 || j->rc != 0) && pf->resume_map)
+		pf->resume_map[j->index / 8] &= (uint8_t)~(1u << (j->index % 8));
 	if (j->src_name) {
 		run_done(j, status);
 		j = NULL;
@@ -1267,6 +1288,8 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 {
 	struct puller *p = pf->p;
 
+	if (pf->opening)
+		return;
 	while (!pf->failed && !p->aborted && pf->next_block < pf->rf.nblocks &&
 	       p->inflight_bytes < PULL_INFLIGHT_MAX) {
 		size_t i = pf->next_block++;
@@ -1331,18 +1354,17 @@ pf_ident(const struct store_file *rf, uint8_t out[32])
 
 /*
  * Picks up an earlier attempt: when a partial record for this very version
- * names a temp file of the right size, that file is reused and the blocks
- * it records are read back and checked before they count (a power cut may
- * have lost what the page cache held).
+ * names a temp file, the blocks it records become pf's resume_map; open_work()
+ * then keeps them if that file is still there with the right size (else
+ * resume_stale), and they are read back and checked before they count (a
+ * power cut may have lost what the page cache held).
  */
 static void
 pf_try_resume(struct pull_file *pf, struct store_txn *txn)
 {
 	struct puller *p = pf->p;
 	struct store_partial sp;
-	struct stat st;
-	size_t bl = (pf->rf.nblocks + 7) / 8, nbits = 0;
-	int fd;
+	size_t bl = (pf->rf.nblocks + 7) / 8;
 
 	if (store_partial_get(txn, p->f->num, pf->name, pf->rf.name_len, &sp) != 0)
 		return;
@@ -1350,19 +1372,20 @@ pf_try_resume(struct pull_file *pf, struct store_txn *txn)
 	if (memcmp(sp.ident, pf->ident, 32) != 0 || sp.nblocks != pf->rf.nblocks ||
 	    sp.tmp_len != strlen(pf->tmp) || memcmp(sp.tmp, pf->tmp, sp.tmp_len) != 0)
 		return;
-	fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	if (!(pf->resume_map = malloc(bl ? bl : 1)))
 		return;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != pf->rf.size ||
-	    !(pf->resume_map = malloc(bl ? bl : 1))) {
-		close(fd);
-		return;
-	}
 	if (bl)
 		memcpy(pf->resume_map, sp.bitmap, bl);
+}
+
+static void
+pf_resumed(struct pull_file *pf)
+{
+	struct puller *p = pf->p;
+	size_t nbits = 0;
+
 	for (size_t i = 0; i < pf->rf.nblocks; i++)
 		nbits += !!(pf->resume_map[i / 8] & (1u << (i % 8)));
-	pf->fd = fd;
 	log_info("%s: resuming %s: %zu of %zu blocks are already here", p->f->id, pf->name, nbits,
 		 pf->rf.nblocks);
 	struct json *j = events_begin(p->f->ag, "transfer_resumed");
@@ -1375,6 +1398,94 @@ pf_try_resume(struct pull_file *pf, struct store_txn *txn)
 	json_key(j, "blocks");
 	json_u64(j, pf->rf.nblocks);
 	events_end(p->f->ag, j, 1);
+}
+
+/*
+ * Opening a file's temp file is a job of its own on the thread pool: creating
+ * an inode costs the filesystem real time (ext4 scans for a free one), and a
+ * pull of many small files would otherwise create them one by one on the
+ * event loop. The file takes no blocks until it is open (pf->opening).
+ */
+struct open_job {
+	uv_work_t work;
+	struct pull_file *pf;
+	int rootfd; /* a duplicate of the folder's root, ours */
+	int rc;
+	int resume_stale; /* the recorded temp file is gone or of the wrong size */
+};
+
+static void
+open_work(uv_work_t *w)
+{
+	struct open_job *j = w->data;
+	struct pull_file *pf = j->pf;
+	struct stat st;
+
+	pf->dirfd = fs_open_parent(j->rootfd, pf->name, &pf->base);
+	if (pf->dirfd < 0) {
+		j->rc = pf->dirfd;
+		return;
+	}
+	if (pf->resume_map) {
+		int fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_size == pf->rf.size) {
+			pf->fd = fd;
+			return;
+		}
+		if (fd >= 0)
+			close(fd);
+		j->resume_stale = 1;
+	}
+	/* A new temp file, ours alone; a stale one of an earlier attempt goes first. */
+	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			0600);
+	if (pf->fd < 0 && errno == EEXIST && unlinkat(pf->dirfd, pf->tmp, 0) == 0)
+		pf->fd = openat(pf->dirfd, pf->tmp,
+				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (pf->fd < 0) {
+		j->rc = -errno;
+		return;
+	}
+	/* Reserve the space now: a full disk shows up here, not half-way through. */
+	if (pf->rf.size > 0) {
+		int e = posix_fallocate(pf->fd, 0, (off_t)pf->rf.size);
+		if (e == EOPNOTSUPP || e == EINVAL)
+			e = ftruncate(pf->fd, (off_t)pf->rf.size) == 0 ? 0 : errno;
+		j->rc = -e;
+	}
+}
+
+static void
+open_done(uv_work_t *w, int status)
+{
+	struct open_job *j = w->data;
+	struct pull_file *pf = j->pf;
+	struct puller *p = pf->p;
+	int rc = status != 0 ? status : j->rc;
+
+	p->jobs--;
+	pf->pending--;
+	pf->opening = 0;
+	close(j->rootfd);
+	if (j->resume_stale || rc != 0) {
+		free(pf->resume_map);
+		pf->resume_map = NULL;
+	} else if (pf->resume_map) {
+		pf_resumed(pf);
+	}
+	if (rc != 0) {
+		pf_fail(pf, strerror(-rc));
+		if (rc == -ENOSPC) {
+			/* One message however many files hit it: status shows it, the
+			 * per-file detail went to the (rate-limited) log above. */
+			folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
+			p->stopping = 1;
+		}
+	}
+	free(j);
+	pf_settle(pf);
+	pull_advance(p); /* pumps the file's blocks */
 }
 
 static int
@@ -1434,12 +1545,6 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	p->active = pf;
 	p->nactive++;
 	touch_parent(p, pf->name, pf->rf.name_len);
-	pf->dirfd = fs_open_parent(p->f->rootfd, pf->name, &pf->base);
-	if (pf->dirfd < 0) {
-		pf_fail(pf, strerror(-pf->dirfd));
-		pf_settle(pf);
-		return 0;
-	}
 	fs_temp_name(pf->name, pf->tmp);
 	pf_ident(&pf->rf, pf->ident);
 	pf->done_map = calloc((pf->rf.nblocks + 7) / 8 + 1, 1);
@@ -1449,43 +1554,27 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return 0;
 	}
 	pf_try_resume(pf, txn);
-	if (pf->fd < 0) {
-		/* A new temp file, ours alone; a stale one of an earlier attempt goes first. */
-		pf->fd = openat(pf->dirfd, pf->tmp,
-				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (pf->fd < 0 && errno == EEXIST && unlinkat(pf->dirfd, pf->tmp, 0) == 0)
-			pf->fd = openat(pf->dirfd, pf->tmp,
-					O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	}
-	if (pf->fd < 0) {
-		pf_fail(pf, strerror(errno));
-		if (errno == ENOSPC) {
-			folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
-			p->stopping = 1;
-		}
+	struct open_job *oj = calloc(1, sizeof(*oj));
+	if (oj)
+		oj->rootfd = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3);
+	if (!oj || oj->rootfd < 0) {
+		free(oj);
+		pf_fail(pf, "out of memory or descriptors");
 		pf_settle(pf);
 		return 0;
 	}
-	/* Reserve the space now: a full disk shows up here, not half-way through. */
-	if (pf->rf.size > 0 && !pf->resume_map) {
-		int e = posix_fallocate(pf->fd, 0, (off_t)pf->rf.size);
-		if (e == EOPNOTSUPP || e == EINVAL)
-			e = ftruncate(pf->fd, (off_t)pf->rf.size) == 0 ? 0 : errno;
-		if (e != 0) {
-			pf_fail(pf, strerror(e));
-			if (e == ENOSPC) {
-				/* One message however many files hit it: status shows it, the
-				 * per-file detail went to the (rate-limited) log above. */
-				folder_set_error(p->f, "no space left on the device: pulling stopped "
-						       "until there is");
-				p->stopping = 1;
-			}
-			pf_settle(pf);
-			return 0;
-		}
+	oj->pf = pf;
+	oj->work.data = oj;
+	if (uv_queue_work(p->f->ag->loop, &oj->work, open_work, open_done) != 0) {
+		close(oj->rootfd);
+		free(oj);
+		pf_fail(pf, "cannot queue the file's creation");
+		pf_settle(pf);
+		return 0;
 	}
-	pf_pump(pf, txn);
-	pf_settle(pf);
+	p->jobs++;
+	pf->pending++;
+	pf->opening = 1;
 	return 0;
 }
 
@@ -1647,7 +1736,7 @@ finish_done(uv_work_t *w, int status)
 	struct finish_job *j = w->data;
 	struct puller *p = j->p;
 
-	p->finishing = 0;
+	p->finishing--;
 	p->jobs--;
 	release_old(p, j->files, j->n);
 	for (size_t i = 0; i < j->n; i++) {
@@ -1697,7 +1786,7 @@ pull_finish_batch(struct puller *p)
 {
 	struct finish_job *j;
 
-	if (p->finishing || p->nfinished == 0)
+	if (p->finishing >= PULL_FINISHING_MAX || p->nfinished == 0)
 		return;
 	j = calloc(1, sizeof(*j));
 	if (!j)
@@ -1715,7 +1804,7 @@ pull_finish_batch(struct puller *p)
 		free(j);
 		return;
 	}
-	p->finishing = 1;
+	p->finishing++;
 	p->jobs++;
 }
 
@@ -1748,10 +1837,16 @@ txn_psave(struct store_txn *txn, void *arg)
 	for (struct pull_file *pf = p->active; pf; pf = pf->next) {
 		if (pf->done_blocks <= pf->saved_done || !pf->done_map || pf->failed)
 			continue;
+		uint8_t *map = malloc((pf->rf.nblocks + 7) / 8 + 1);
+		if (!map)
+			return -ENOMEM;
+		pf_save_map(pf, map);
 		struct store_partial sp = {pf->tmp, strlen(pf->tmp), {0}, now,
-					   (uint32_t)pf->rf.nblocks, pf->done_map};
+					   (uint32_t)pf->rf.nblocks, map};
 		memcpy(sp.ident, pf->ident, 32);
-		if ((rc = store_partial_put(txn, p->f->num, pf->name, pf->rf.name_len, &sp)) != 0)
+		rc = store_partial_put(txn, p->f->num, pf->name, pf->rf.name_len, &sp);
+		free(map);
+		if (rc != 0)
 			return rc;
 	}
 	return 0;
