@@ -84,6 +84,10 @@ fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a-b}'; }
 jget() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 
 [[ -x $SHOAL_BIN ]] || die "no shoal binary at $SHOAL_BIN (cmake -S . -B build && cmake --build build)"
+if [[ -n ${SCALE_NOFILE:-} ]]; then
+  (ulimit -n "$SCALE_NOFILE") 2>/dev/null \
+    || die "cannot set the open-file limit to $SCALE_NOFILE (hard limit: $(ulimit -Hn))"
+fi
 if [[ -z $WORK ]]; then WORK=$(mktemp -d /tmp/shoal-scale-work.XXXXXX); fi
 mkdir -p "$WORK"
 
@@ -159,11 +163,14 @@ stop_agents() {
 
 M_CPU_A0=0 M_CPU_B0=0 SAMPLER=""
 m_begin() {
+  local i
   M_CPU_A0=$(proc_cpu "$PID_A"); M_CPU_B0=$(proc_cpu "$PID_B")
   proc_reset_hwm "$PID_A"; proc_reset_hwm "$PID_B"
   rm -f "$WORK/rss-peak"
   "$PY" "$HELPER" rss-peak "$WORK/rss-peak" "$PID_A" "$PID_B" &
   SAMPLER=$!; BG_PIDS+=("$SAMPLER")
+  # The first sample before the phase starts (a short phase ended before it once).
+  for ((i = 0; i < 100; i++)); do [[ -e $WORK/rss-peak ]] && break; sleep 0.02; done
 }
 # m_end PHASE WALL NOTE: one raw row; sets R_* for the table.
 m_end() {
