@@ -37,6 +37,7 @@
 #define PULL_FINISH_BATCH 64
 #define PULL_FINISHING_MAX 3 /* finish jobs at once: their fdatasyncs overlap, and the disk's
 				cache flushes of concurrent fsyncs are merged */
+#define PULL_FINISHED_MAX (2 * PULL_FINISH_BATCH) /* finished files waiting, at most */
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
 #define PULL_RUN_MAX (64u << 20)      /* the longest range of local blocks copied by one job */
@@ -2231,7 +2232,10 @@ again:
 			if (store_read_begin(p->f->ag->store, &txn) == 0) {
 				for (struct pull_file *pf = p->active; pf; pf = pf->next)
 					pf_pump(pf, txn);
+				/* Finished files waiting for a finish job hold two descriptors
+				 * each: no new file while too many wait. */
 				while (p->nactive < PULL_ACTIVE_MAX &&
+				       p->nfinished < PULL_FINISHED_MAX &&
 				       p->inflight_bytes < PULL_INFLIGHT_MAX && p->next < p->nitems &&
 				       item_phase(&p->items[p->next]) == 1) {
 					if (pf_open(p, &p->items[p->next++], txn) != 0)
