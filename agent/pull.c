@@ -38,6 +38,14 @@
 #define PULL_FINISHING_MAX 3 /* finish jobs at once: their fdatasyncs overlap, and the disk's
 				cache flushes of concurrent fsyncs are merged */
 #define PULL_FINISHED_MAX (2 * PULL_FINISH_BATCH) /* finished files waiting, at most */
+/*
+ * Bytes of downloaded files that a crash would lose: files waiting for or in
+ * a finish job, not yet renamed, whose blocks no partial record lists. No new
+ * file is opened above this, so a kill costs at most this plus what is in
+ * flight (e2e.killloop).
+ */
+#define PULL_UNSAVED_MAX (8u << 20)
+#define PULL_FINISH_WAIT_MS 200 /* a finished file waits at most this long for its batch */
 #define PULL_RECORD_BATCH 1000
 #define PULL_RETRY_MS 5000
 #define PULL_RUN_MAX (64u << 20)      /* the longest range of local blocks copied by one job */
@@ -110,6 +118,7 @@ struct pull_file {
 	int copying;        /* a local run of this file is on the thread pool */
 	struct write_job *runq, *runq_tail; /* local runs waiting for it, in order */
 	int had_record;     /* a partial record for this name existed when we began */
+	uint64_t unsaved;   /* what it counts in the puller's unsaved_bytes */
 	struct stat st;
 };
 
@@ -168,6 +177,9 @@ struct puller {
 	struct pull_file *active;
 	size_t nactive;
 	size_t inflight_bytes;
+	uint64_t unsaved_bytes; /* see PULL_UNSAVED_MAX */
+	size_t record_bad;      /* the batch entry a failed record write stopped at */
+	uint64_t finished_since_ms; /* when the oldest file in finished[] got there */
 	size_t jobs;
 	struct pull_file **finished;
 	size_t nfinished, capfinished;
@@ -317,6 +329,16 @@ plan_one(const struct store_file *r, void *arg)
 			if (l.type == STORE_FILE && r->type == STORE_FILE &&
 			    !(l.flags & STORE_FLAG_DELETED) && !(r->flags & STORE_FLAG_DELETED))
 				conflict_loser = x->self_id;
+		} else if (x->mode == MODE_RECEIVE && (l.flags & STORE_FLAG_LOCALCHANGE) &&
+			   o == VV_EQUAL && l.type == STORE_DIR && r->type == STORE_DIR &&
+			   !(l.flags & STORE_FLAG_DELETED) && !(r->flags & STORE_FLAG_DELETED) &&
+			   l.mode == r->mode) {
+			/*
+			 * Receive-only: a directory whose only local change is its
+			 * mtime (files written into it, by us before a crash cut the
+			 * pull short, or by someone) gets the cluster's mtime back.
+			 */
+			want = 1;
 		} else if (o == VV_CONCURRENT) {
 			if (x->mode == MODE_RECEIVE) {
 				want = 1;
@@ -524,12 +546,9 @@ txn_record(struct store_txn *txn, void *arg)
 			return rc;
 	}
 	rc = local_records_put(txn, p->f->num, p->batch, p->nbatch, &bad);
-	if (rc != 0) {
-		log_warn("%s: cannot record %.*s: %s", p->f->id, (int)p->batch[bad].name_len,
-			 p->batch[bad].name, store_strerror(rc));
-		return rc;
-	}
-	return 0;
+	/* Logged by pull_flush() if it still fails: a full map is grown and this runs again. */
+	p->record_bad = rc != 0 ? bad : SIZE_MAX;
+	return rc;
 }
 
 static void
@@ -545,8 +564,13 @@ pull_flush(struct puller *p)
 	int rc;
 	if (p->nbatch == 0)
 		return 0;
+	p->record_bad = SIZE_MAX;
 	rc = store_write(p->f->ag->store, txn_record, p);
 	if (rc != 0) {
+		if (p->record_bad < p->nbatch)
+			log_warn("%s: cannot record %.*s: %s", p->f->id,
+				 (int)p->batch[p->record_bad].name_len, p->batch[p->record_bad].name,
+				 store_strerror(rc));
 		/* Keep the records: the files are on disk. Stop pulling and try again at the end. */
 		folder_set_error(p->f, "cannot record pulled files: %s", store_strerror(rc));
 		p->stopping = 1;
@@ -754,6 +778,8 @@ psave_add(struct pull_file *pf, int drop)
 static void
 pf_free(struct pull_file *pf)
 {
+	pf->p->unsaved_bytes -= pf->unsaved;
+	pf->unsaved = 0;
 	/*
 	 * A file given up with verified blocks keeps its temp file and a record
 	 * of them, so that the next attempt (or the next run) resumes it.
@@ -824,6 +850,12 @@ pf_settle(struct pull_file *pf)
 		p->finished = nf;
 		p->capfinished = cap;
 	}
+	/* Until it is renamed, a crash loses the blocks no partial record lists. */
+	if (pf->rf.nblocks > 0 && pf->done_blocks > pf->saved_done)
+		pf->unsaved = pf->rf.size / pf->rf.nblocks * (pf->done_blocks - pf->saved_done);
+	p->unsaved_bytes += pf->unsaved;
+	if (p->nfinished == 0)
+		p->finished_since_ms = now_ms();
 	p->finished[p->nfinished++] = pf;
 }
 
@@ -2236,6 +2268,7 @@ again:
 				 * each: no new file while too many wait. */
 				while (p->nactive < PULL_ACTIVE_MAX &&
 				       p->nfinished < PULL_FINISHED_MAX &&
+				       p->unsaved_bytes < PULL_UNSAVED_MAX &&
 				       p->inflight_bytes < PULL_INFLIGHT_MAX && p->next < p->nitems &&
 				       item_phase(&p->items[p->next]) == 1) {
 					if (pf_open(p, &p->items[p->next++], txn) != 0)
@@ -2243,8 +2276,16 @@ again:
 				}
 				store_read_end(txn);
 			}
-			if (p->nfinished >= PULL_FINISH_BATCH ||
-			    (p->nfinished > 0 && (p->nactive == 0 || p->jobs == 0)))
+			/*
+			 * A batch is finished when full, when nothing else is going
+			 * on, or when its oldest file has waited PULL_FINISH_WAIT_MS:
+			 * small files done next to a long large one would otherwise
+			 * wait for it, and a crash would lose them.
+			 */
+			if (p->nfinished >= PULL_FINISH_BATCH || p->unsaved_bytes >= PULL_UNSAVED_MAX ||
+			    (p->nfinished > 0 &&
+			     (p->nactive == 0 || p->jobs == 0 ||
+			      now_ms() - p->finished_since_ms >= PULL_FINISH_WAIT_MS)))
 				pull_finish_batch(p);
 			int more_files = p->next < p->nitems && item_phase(&p->items[p->next]) == 1;
 			if (more_files || p->nactive > 0 || p->nfinished > 0 || p->finishing)
