@@ -13,12 +13,13 @@ cd "$ROOT"
 
 # Debian packages: the libraries, the build tools, and what the tests use
 # (python3 for tree generation and comparison, tcpdump for the capture test,
-# iproute2 and util-linux for private network namespaces).
+# iproute2 and util-linux for private network namespaces, xfsprogs for the
+# tests that clone blocks on an XFS image).
 PKGS=(build-essential cmake pkg-config
       libsodium-dev libuv1-dev libavahi-client-dev liblmdb-dev libmsgpack-dev
       python3 tcpdump iproute2 util-linux procps
       systemd man-db dpkg-dev adduser
-      avahi-daemon avahi-utils dbus)
+      avahi-daemon avahi-utils dbus xfsprogs)
 
 log() { printf '== %s\n' "$*" >&2; }
 
