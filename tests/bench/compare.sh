@@ -90,19 +90,9 @@ SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 REPO=$(cd "$HERE/../.." && pwd)
 
 # --- private network namespace: only lo ------------------------------------
-if [[ ${COMPARE_NETNS:-0} != 1 ]]; then
-  ns=(-n)
-  [[ $(id -u) -eq 0 ]] || ns=(-r -n)
-  unshare "${ns[@]}" true 2>/dev/null || { echo "FATAL: cannot unshare a network namespace" >&2; exit 2; }
-  if unshare "${ns[@]}" -p -f --mount-proc --kill-child true 2>/dev/null; then
-    ns+=(-p -f --mount-proc --kill-child)
-  fi
-  exec unshare "${ns[@]}" -- env COMPARE_NETNS=1 bash "$SELF" "$@"
-fi
-ip link set lo up
-if ip -o link show | awk -F': ' '{print $2}' | grep -qv '^lo$'; then
-  echo "FATAL: the network namespace has interfaces other than lo" >&2; exit 2
-fi
+# shellcheck source=netns.sh
+source "$HERE/netns.sh"
+bench_netns COMPARE_NETNS "$SELF" "$@"
 
 # --- parameters ----------------------------------------------------------------
 RUNS=${RUNS:-3}

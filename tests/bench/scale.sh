@@ -42,19 +42,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 REPO=$(cd "$HERE/../.." && pwd)
 
-if [[ ${SCALE_NETNS:-0} != 1 ]]; then
-  ns=(-n)
-  [[ $(id -u) -eq 0 ]] || ns=(-r -n)
-  unshare "${ns[@]}" true 2>/dev/null || { echo "FATAL: cannot unshare a network namespace" >&2; exit 2; }
-  if unshare "${ns[@]}" -p -f --mount-proc --kill-child true 2>/dev/null; then
-    ns+=(-p -f --mount-proc --kill-child)
-  fi
-  exec unshare "${ns[@]}" -- env SCALE_NETNS=1 bash "$SELF" "$@"
-fi
-ip link set lo up
-if ip -o link show | awk -F': ' '{print $2}' | grep -qv '^lo$'; then
-  echo "FATAL: the network namespace has interfaces other than lo" >&2; exit 2
-fi
+# shellcheck source=netns.sh
+source "$HERE/netns.sh"
+bench_netns SCALE_NETNS "$SELF" "$@"
 
 SCALE_COUNTS=${SCALE_COUNTS:-10000 100000 1000000}
 SEED=${SEED:-1}
