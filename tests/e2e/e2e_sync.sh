@@ -48,5 +48,15 @@ running=$(jq_py "$st" "d['running']")
 conn=$(jq_py "$st" "(device('${NODE_ID[A]}') or {}).get('connected')")
 [ "$conn" = true ] || fail "B does not show A connected (connected=$conn); status: $st"
 
+# A directory of the receive-only copy whose only change is its mtime (files
+# written into it, as a pull cut short by a crash leaves it) gets A's back.
+dir=$(cd "${NODE_DIR[B]}" && find . -mindepth 1 -type d ! -name '.shoal*' | sort | sed -n 1p)
+[ -n "$dir" ] || fail "the tree has no directory"
+touch -m -d '2001-02-03 04:05:06' "${NODE_DIR[B]}/$dir"
+shoal_ok B scan "$FOLDER" --wait >/dev/null
+# shellcheck disable=SC2016  # expanded by wait_for's eval
+wait_for 'compare "${NODE_DIR[A]}" "${NODE_DIR[B]}" >/dev/null 2>&1' 30 ||
+	{ compare "${NODE_DIR[A]}" "${NODE_DIR[B]}" || true; fail "B kept a changed mtime on $dir instead of restoring A's"; }
+
 echo "sync-seconds: $secs"
 pass
