@@ -927,6 +927,7 @@ agent_stop(struct agent *ag, const char *why)
 	uv_timer_stop(&ag->kick);
 	uv_close((uv_handle_t *)&ag->tick, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->kick, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->pull_check, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_term, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_int, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_hup, on_handle_closed);
@@ -1073,7 +1074,8 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 		goto out_store;
 	uv_timer_init(ag->loop, &ag->tick);
 	uv_timer_init(ag->loop, &ag->kick);
-	ag->tick.data = ag->kick.data = ag;
+	uv_check_init(ag->loop, &ag->pull_check);
+	ag->tick.data = ag->kick.data = ag->pull_check.data = ag;
 	uv_signal_init(ag->loop, &ag->sig_term);
 	uv_signal_init(ag->loop, &ag->sig_int);
 	uv_signal_init(ag->loop, &ag->sig_hup);

@@ -124,6 +124,8 @@ struct agent {
 	struct ctl_client *ctl_clients; /* open control connections (control.c) */
 	uv_timer_t tick;
 	uv_timer_t kick;        /* runs folder work soon after something changed */
+	uv_check_t pull_check;  /* runs the pullers' deferred work once per loop turn (pull.c) */
+	int pull_check_on;
 	uv_signal_t sig_term, sig_int, sig_hup;
 
 	struct folder *folders;
@@ -208,6 +210,8 @@ void pull_on_response(struct agent *ag, struct conn *c, const struct proto_respo
 void pull_on_conn_closed(struct agent *ag, struct conn *c);
 /* Removes partial downloads (temp file and record) older than a day. */
 void pull_cleanup_partials(struct agent *ag);
+/* Runs the pullers' work deferred to the end of this loop turn (ag->pull_check). */
+void pull_on_check(uv_check_t *h);
 /* Lets a running pull settle what changed (called from the kick handler). */
 void pull_poke(struct folder *f);
 /* Counts global/need for f from the store (also used by the offline CLI). */

@@ -9,8 +9,9 @@
  * knows one, else from the device that announced the version, with many
  * requests in flight (bounded by bytes). Every block's hash is checked before
  * it is written. Finished files are finalised in groups on the thread pool
- * (mode, mtime, fsync, rename, one fsync per directory) and recorded in one
- * transaction per group, so many small files cost few commits.
+ * (mode, mtime, one syncfs for the group or an fdatasync each, renames, one
+ * more syncfs or an fsync per directory) and recorded in one transaction
+ * every half second, so many small files cost few flushes and commits.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -140,6 +141,7 @@ struct pull_file {
 	int copying;        /* a local run of this file is on the thread pool */
 	struct write_job *runq, *runq_tail; /* local runs waiting for it, in order */
 	int had_record;     /* a partial record for this name existed when we began */
+	int open_root;      /* deferred creation: a duplicate of the folder's root, or -1 */
 	uint64_t unsaved;   /* what it counts in the puller's unsaved_bytes */
 	struct stat st;
 };
@@ -219,6 +221,7 @@ struct puller {
 	int aborted;
 	int stopping;
 	int in_advance, again;
+	int advance_due; /* pull_advance_soon() asked for a turn at the end of this loop turn */
 	size_t deferred; /* items skipped because disk or index moved on: rescan, then pull */
 	struct psave *saves; /* partial records of files given up, to write outside a txn */
 	char **touched; /* parent directories whose mtime our writes disturbed */
@@ -230,6 +233,42 @@ struct puller {
 static struct block_req *reqtab[REQTAB];
 
 static void pull_advance(struct puller *p);
+
+/*
+ * Asks for pull_advance() at the end of this turn of the event loop (a check
+ * handle runs after the poll): the many responses and finished jobs that one
+ * poll returns then cost one pass over the active files instead of one each.
+ */
+static void
+pull_advance_soon(struct puller *p)
+{
+	struct agent *ag = p->f->ag;
+
+	if (ag->stopping) {
+		pull_advance(p);
+		return;
+	}
+	p->advance_due = 1;
+	if (!ag->pull_check_on) {
+		uv_check_start(&ag->pull_check, pull_on_check);
+		ag->pull_check_on = 1;
+	}
+}
+
+void
+pull_on_check(uv_check_t *h)
+{
+	struct agent *ag = h->data;
+
+	uv_check_stop(h);
+	ag->pull_check_on = 0;
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		if (f->pull && f->pull->advance_due) {
+			f->pull->advance_due = 0;
+			pull_advance(f->pull);
+		}
+	}
+}
 static void pull_save_partials(struct puller *p);
 static void touch_parent(struct puller *p, const char *name, size_t len);
 
@@ -831,6 +870,8 @@ pf_free(struct pull_file *pf)
 		close(pf->fd);
 	if (pf->old_fd >= 0)
 		close(pf->old_fd);
+	if (pf->open_root >= 0)
+		close(pf->open_root);
 	if (pf->dirfd >= 0) {
 		if (pf->failed && !keep)
 			unlinkat(pf->dirfd, pf->tmp, 0);
@@ -988,6 +1029,8 @@ run_work(struct write_job *j)
 	close(fd);
 }
 
+static int temp_create(struct pull_file *pf, int reserve);
+
 static void
 write_work(uv_work_t *w)
 {
@@ -1019,6 +1062,16 @@ write_work(uv_work_t *w)
 	if (sodium_memcmp(h, b->hash, 32) != 0) {
 		j->rc = -EBADMSG;
 		return;
+	}
+	if (pf->fd < 0 && pf->open_root >= 0) {
+		/* A one-block file is created with its only write (pf_open). */
+		pf->dirfd = fs_open_parent(pf->open_root, pf->name, &pf->base);
+		if (pf->dirfd < 0) {
+			j->rc = pf->dirfd;
+			return;
+		}
+		if ((j->rc = temp_create(pf, 0)) != 0)
+			return;
 	}
 	while (off < j->len) {
 		ssize_t r = pwrite(pf->fd, j->data + off, j->len - off,
@@ -1170,7 +1223,7 @@ write_done(uv_work_t *w, int status)
 	if (!pf->failed && pf->done_blocks >= pf->saved_done + 64 && !p->in_advance)
 		pull_save_partials(p);
 	pf_settle(pf);
-	pull_advance(p);
+	pull_advance_soon(p);
 }
 
 /* Queues a network block (data, src_root -1) or a resumed one to check (src_root -2). */
@@ -1371,7 +1424,7 @@ pf_pump(struct pull_file *pf, struct store_txn *txn)
 				continue;
 			free(data);
 		}
-		if (txn)
+		if (txn && pf->fd >= 0)
 			store_block_each(txn, b->hash, local_found, &lf);
 		if (lf.name) {
 			size_t n = 1, len = b->size;
@@ -1484,6 +1537,31 @@ struct open_job {
 	int resume_stale; /* the recorded temp file is gone or of the wrong size */
 };
 
+/*
+ * Creates pf's temp file in its directory (pf->dirfd), ours alone; a stale one
+ * of an earlier attempt goes first. With reserve, the space is reserved now,
+ * so a full disk shows up here and not half-way through a large file.
+ * Returns 0 or -errno.
+ */
+static int
+temp_create(struct pull_file *pf, int reserve)
+{
+	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			0600);
+	if (pf->fd < 0 && errno == EEXIST && unlinkat(pf->dirfd, pf->tmp, 0) == 0)
+		pf->fd = openat(pf->dirfd, pf->tmp,
+				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (pf->fd < 0)
+		return -errno;
+	if (reserve && pf->rf.size > 0) {
+		int e = posix_fallocate(pf->fd, 0, (off_t)pf->rf.size);
+		if (e == EOPNOTSUPP || e == EINVAL)
+			e = ftruncate(pf->fd, (off_t)pf->rf.size) == 0 ? 0 : errno;
+		return -e;
+	}
+	return 0;
+}
+
 static void
 open_work(uv_work_t *w)
 {
@@ -1507,23 +1585,7 @@ open_work(uv_work_t *w)
 			close(fd);
 		j->resume_stale = 1;
 	}
-	/* A new temp file, ours alone; a stale one of an earlier attempt goes first. */
-	pf->fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			0600);
-	if (pf->fd < 0 && errno == EEXIST && unlinkat(pf->dirfd, pf->tmp, 0) == 0)
-		pf->fd = openat(pf->dirfd, pf->tmp,
-				O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (pf->fd < 0) {
-		j->rc = -errno;
-		return;
-	}
-	/* Reserve the space now: a full disk shows up here, not half-way through. */
-	if (pf->rf.size > 0) {
-		int e = posix_fallocate(pf->fd, 0, (off_t)pf->rf.size);
-		if (e == EOPNOTSUPP || e == EINVAL)
-			e = ftruncate(pf->fd, (off_t)pf->rf.size) == 0 ? 0 : errno;
-		j->rc = -e;
-	}
+	j->rc = temp_create(pf, 1);
 }
 
 static void
@@ -1555,7 +1617,21 @@ open_done(uv_work_t *w, int status)
 	}
 	free(j);
 	pf_settle(pf);
-	pull_advance(p); /* pumps the file's blocks */
+	pull_advance_soon(p); /* pumps the file's blocks */
+}
+
+/* store_block_each(): a local file of a shared folder holds the block. */
+static int
+block_known(uint32_t folder, const char *name, size_t name_len, uint64_t offset, uint32_t size,
+	    void *arg)
+{
+	(void)folder;
+	(void)name;
+	(void)name_len;
+	(void)offset;
+	(void)size;
+	*(int *)arg = 1;
+	return 1;
 }
 
 static int
@@ -1571,6 +1647,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	pf->fd = -1;
 	pf->dirfd = -1;
 	pf->old_fd = -1;
+	pf->open_root = -1;
 	pf->dev = it->dev;
 	pf->name = it->name;
 	it->name = NULL;
@@ -1624,6 +1701,18 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return 0;
 	}
 	pf_try_resume(pf, txn);
+	/*
+	 * A file of one block that no local file has is created by the job that
+	 * writes that block: one trip through the thread pool instead of two,
+	 * and no descriptor held while the block is on its way. Its size needs
+	 * no reservation; a full disk shows up at the write.
+	 */
+	if (pf->rf.nblocks == 1 && !pf->resume_map && txn) {
+		int known = 0;
+		store_block_each(txn, pf->rf.blocks[0].hash, block_known, &known);
+		if (!known && (pf->open_root = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3)) >= 0)
+			return 0;
+	}
 	struct open_job *oj = calloc(1, sizeof(*oj));
 	if (oj)
 		oj->rootfd = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3);
@@ -1896,7 +1985,7 @@ finish_done(uv_work_t *w, int status)
 	free(j->files);
 	free(j);
 	pull_flush_due(p);
-	pull_advance(p);
+	pull_advance_soon(p);
 }
 
 static void
@@ -2527,7 +2616,7 @@ pull_on_response(struct agent *ag, struct conn *c, const struct proto_response *
 	}
 	free(br);
 	pf_settle(pf);
-	pull_advance(p);
+	pull_advance_soon(p);
 }
 
 void
