@@ -299,11 +299,16 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 		if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
 			continue;
 		if (strncmp(n, ".shoal", 6) == 0) {
-			/* A temporary file nobody touched for a day is left over: remove it. */
+			/*
+			 * A temporary file nobody touched for a day is left over: remove it.
+			 * "Touched" is the inode's change time, not its mtime: a finished
+			 * temp file gets the version's (often old) mtime before its sync
+			 * and rename, and one a crash left there may still be resumed.
+			 */
 			struct stat tst;
 			if (strncmp(n, ".shoal-tmp-", 11) == 0 &&
 			    fstatat(dirfd(d), n, &tst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(tst.st_mode) &&
-			    tst.st_mtim.tv_sec + 86400 < time(NULL))
+			    tst.st_ctim.tv_sec + 86400 < time(NULL))
 				unlinkat(dirfd(d), n, 0);
 			continue;
 		}
