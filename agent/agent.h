@@ -98,6 +98,8 @@ struct folder {
 	size_t conflicts;
 	uint64_t self_max;         /* the highest counter this device gave itself in this folder */
 	int error_from_pull;       /* the error was raised by a pull (e.g. a full disk) */
+	int temps_seen;            /* a scan found temp files an earlier run left (pull.c checks
+				      each new file for a finished one) */
 };
 
 struct agent {

@@ -928,8 +928,12 @@ pf_settle(struct pull_file *pf)
 		p->finished = nf;
 		p->capfinished = cap;
 	}
-	/* Until it is renamed, a crash loses the blocks no partial record lists. */
-	if (pf->rf.nblocks > 0 && pf->done_blocks > pf->saved_done)
+	/*
+	 * Until it is renamed, a crash loses the blocks no partial record lists.
+	 * Not those of a one-block file: its write gave it the version's mtime,
+	 * and the next run verifies it in place (open_work).
+	 */
+	if (pf->rf.nblocks > 1 && pf->done_blocks > pf->saved_done)
 		pf->unsaved = pf->rf.size / pf->rf.nblocks * (pf->done_blocks - pf->saved_done);
 	p->unsaved_bytes += pf->unsaved;
 	if (p->nfinished == 0)
@@ -1083,6 +1087,12 @@ write_work(uv_work_t *w)
 			return;
 		}
 		off += (size_t)r;
+	}
+	if (pf->rf.nblocks == 1) {
+		/* The whole file is here: its mtime marks it finished for a next run (open_work). */
+		struct timespec ts[2] = {{(time_t)pf->rf.mtime_s, (long)pf->rf.mtime_ns},
+					 {(time_t)pf->rf.mtime_s, (long)pf->rf.mtime_ns}};
+		futimens(pf->fd, ts);
 	}
 	j->rc = 0;
 }
@@ -1535,6 +1545,8 @@ struct open_job {
 	int rootfd; /* a duplicate of the folder's root, ours */
 	int rc;
 	int resume_stale; /* the recorded temp file is gone or of the wrong size */
+	int look_done;    /* look for such a file (the folder's temps_seen when queued) */
+	int found_done;   /* an earlier run's temp file of this version, finished: verify it */
 };
 
 /*
@@ -1585,6 +1597,24 @@ open_work(uv_work_t *w)
 			close(fd);
 		j->resume_stale = 1;
 	}
+	/*
+	 * An earlier run that stopped between a file's last write and its rename
+	 * left a temp file with the version's size and mtime (set by the write of
+	 * a one-block file, or by the finish job). Its blocks are verified by
+	 * hash like a resumed file's instead of being fetched again.
+	 */
+	if (j->look_done && pf->rf.size > 0) {
+		int fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_size == pf->rf.size && st.st_mtim.tv_sec == pf->rf.mtime_s &&
+		    (uint32_t)st.st_mtim.tv_nsec == pf->rf.mtime_ns) {
+			pf->fd = fd;
+			j->found_done = 1;
+			return;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
 	j->rc = temp_create(pf, 1);
 }
 
@@ -1600,6 +1630,14 @@ open_done(uv_work_t *w, int status)
 	pf->pending--;
 	pf->opening = 0;
 	close(j->rootfd);
+	if (j->found_done && rc == 0 && !pf->resume_map) {
+		size_t bl = (pf->rf.nblocks + 7) / 8;
+		if ((pf->resume_map = malloc(bl ? bl : 1))) {
+			memset(pf->resume_map, 0, bl ? bl : 1);
+			for (size_t i = 0; i < pf->rf.nblocks; i++)
+				pf->resume_map[i / 8] |= (uint8_t)(1u << (i % 8));
+		}
+	}
 	if (j->resume_stale || rc != 0) {
 		free(pf->resume_map);
 		pf->resume_map = NULL;
@@ -1707,7 +1745,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	 * and no descriptor held while the block is on its way. Its size needs
 	 * no reservation; a full disk shows up at the write.
 	 */
-	if (pf->rf.nblocks == 1 && !pf->resume_map && txn) {
+	if (pf->rf.nblocks == 1 && !pf->resume_map && !p->f->temps_seen && txn) {
 		int known = 0;
 		store_block_each(txn, pf->rf.blocks[0].hash, block_known, &known);
 		if (!known && (pf->open_root = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3)) >= 0)
@@ -1723,6 +1761,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		return 0;
 	}
 	oj->pf = pf;
+	oj->look_done = p->f->temps_seen;
 	oj->work.data = oj;
 	if (uv_queue_work(p->f->ag->loop, &oj->work, open_work, open_done) != 0) {
 		close(oj->rootfd);
@@ -2341,6 +2380,8 @@ pull_end(struct puller *p)
 			  "scan records them", f->id, p->nbatch);
 		batch_clear(p);
 	}
+	if (!p->failures && !p->aborted && !p->stopping)
+		f->temps_seen = 0; /* every temp file an earlier run left was used or replaced */
 	if (p->deferred && !p->aborted) {
 		/* Something changed under us: scan, then plan again. */
 		f->scan_wanted = 1;

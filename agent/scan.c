@@ -102,6 +102,7 @@ struct scanner {
 	int rootfd;
 	int walk_err;
 	size_t skipped;
+	size_t temps; /* temp files of an earlier run found and kept */
 	char **scopes; /* paths to scan (each with what is under it); NULL: the whole folder */
 	size_t nscopes;
 	char **unsure; /* paths the walk could not read: nothing at or under them is deleted */
@@ -307,9 +308,12 @@ walk_dir(struct scanner *s, const char *dir, int depth)
 			 */
 			struct stat tst;
 			if (strncmp(n, ".shoal-tmp-", 11) == 0 &&
-			    fstatat(dirfd(d), n, &tst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(tst.st_mode) &&
-			    tst.st_ctim.tv_sec + 86400 < time(NULL))
-				unlinkat(dirfd(d), n, 0);
+			    fstatat(dirfd(d), n, &tst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(tst.st_mode)) {
+				if (tst.st_ctim.tv_sec + 86400 < time(NULL))
+					unlinkat(dirfd(d), n, 0);
+				else
+					s->temps++; /* the puller may find it finished */
+			}
 			continue;
 		}
 		if ((dlen ? dlen + 1 : 0) + nlen > PROTO_PATH_MAX) {
@@ -882,6 +886,8 @@ scan_finish(struct scanner *s)
 		if (f->state == FOLDER_ERROR && s->walk_err == 0 && !f->error_from_pull)
 			folder_clear_error(f);
 	}
+	if (s->temps)
+		f->temps_seen = 1;
 	f->scan = NULL;
 	if (!s->aborted) {
 		f->scan_done_gen = f->scan_running_gen;
