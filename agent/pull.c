@@ -1748,8 +1748,10 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 	if (pf->rf.nblocks == 1 && !pf->resume_map && !p->f->temps_seen && txn) {
 		int known = 0;
 		store_block_each(txn, pf->rf.blocks[0].hash, block_known, &known);
-		if (!known && (pf->open_root = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3)) >= 0)
+		if (!known && (pf->open_root = fcntl(p->f->rootfd, F_DUPFD_CLOEXEC, 3)) >= 0) {
+			pf_pump(pf, txn); /* no open_done will */
 			return 0;
+		}
 	}
 	struct open_job *oj = calloc(1, sizeof(*oj));
 	if (oj)
