@@ -235,6 +235,17 @@ static struct block_req *reqtab[REQTAB];
 static void pull_advance(struct puller *p);
 
 /*
+ * A full disk stops the pull: one message however many files hit it (status
+ * shows it; the per-file detail went to the rate-limited log).
+ */
+static void
+pull_stop_no_space(struct puller *p)
+{
+	folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
+	p->stopping = 1;
+}
+
+/*
  * Asks for pull_advance() at the end of this turn of the event loop (a check
  * handle runs after the poll): the many responses and finished jobs that one
  * poll returns then cost one pass over the active files instead of one each.
@@ -1035,6 +1046,15 @@ run_work(struct write_job *j)
 
 static int temp_create(struct pull_file *pf, int reserve);
 
+/* The version's mtime as futimens() wants it (access time the same). */
+static void
+version_times(const struct store_file *rf, struct timespec ts[2])
+{
+	ts[0].tv_sec = (time_t)rf->mtime_s;
+	ts[0].tv_nsec = (long)rf->mtime_ns;
+	ts[1] = ts[0];
+}
+
 static void
 write_work(uv_work_t *w)
 {
@@ -1090,8 +1110,8 @@ write_work(uv_work_t *w)
 	}
 	if (pf->rf.nblocks == 1) {
 		/* The whole file is here: its mtime marks it finished for a next run (open_work). */
-		struct timespec ts[2] = {{(time_t)pf->rf.mtime_s, (long)pf->rf.mtime_ns},
-					 {(time_t)pf->rf.mtime_s, (long)pf->rf.mtime_ns}};
+		struct timespec ts[2];
+		version_times(&pf->rf, ts);
 		futimens(pf->fd, ts);
 	}
 	j->rc = 0;
@@ -1173,8 +1193,7 @@ run_done(struct write_job *j, int status)
 		refetch(pf, j->index, j->nblk, NULL);
 	} else if (j->rc == -ENOSPC) {
 		pf_fail(pf, "no space left on the device");
-		folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
-		p->stopping = 1;
+		pull_stop_no_space(p);
 	} else {
 		pf_fail(pf, strerror(j->rc < 0 ? -j->rc : EIO));
 	}
@@ -1222,8 +1241,7 @@ write_done(uv_work_t *w, int status)
 		pf_fail(pf, "a block from the peer does not match its hash");
 	} else if (j->rc == -ENOSPC) {
 		pf_fail(pf, "no space left on the device");
-		folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
-		p->stopping = 1;
+		pull_stop_no_space(p);
 	} else {
 		pf_fail(pf, strerror(j->rc < 0 ? -j->rc : EIO));
 	}
@@ -1574,12 +1592,34 @@ temp_create(struct pull_file *pf, int reserve)
 	return 0;
 }
 
+/*
+ * Opens an earlier attempt's temp file of pf if it is a regular file of the
+ * version's size (and, with mtime, of its mtime to the nanosecond): then
+ * pf->fd holds it and 1 is returned.
+ */
+static int
+temp_reopen(struct pull_file *pf, int mtime)
+{
+	struct stat st;
+	int fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == pf->rf.size &&
+	    (!mtime || (st.st_mtim.tv_sec == pf->rf.mtime_s &&
+			(uint32_t)st.st_mtim.tv_nsec == pf->rf.mtime_ns))) {
+		pf->fd = fd;
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
 static void
 open_work(uv_work_t *w)
 {
 	struct open_job *j = w->data;
 	struct pull_file *pf = j->pf;
-	struct stat st;
 
 	pf->dirfd = fs_open_parent(j->rootfd, pf->name, &pf->base);
 	if (pf->dirfd < 0) {
@@ -1587,14 +1627,8 @@ open_work(uv_work_t *w)
 		return;
 	}
 	if (pf->resume_map) {
-		int fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		    (uint64_t)st.st_size == pf->rf.size) {
-			pf->fd = fd;
+		if (temp_reopen(pf, 0))
 			return;
-		}
-		if (fd >= 0)
-			close(fd);
 		j->resume_stale = 1;
 	}
 	/*
@@ -1603,17 +1637,9 @@ open_work(uv_work_t *w)
 	 * a one-block file, or by the finish job). Its blocks are verified by
 	 * hash like a resumed file's instead of being fetched again.
 	 */
-	if (j->look_done && pf->rf.size > 0) {
-		int fd = openat(pf->dirfd, pf->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-		    (uint64_t)st.st_size == pf->rf.size && st.st_mtim.tv_sec == pf->rf.mtime_s &&
-		    (uint32_t)st.st_mtim.tv_nsec == pf->rf.mtime_ns) {
-			pf->fd = fd;
-			j->found_done = 1;
-			return;
-		}
-		if (fd >= 0)
-			close(fd);
+	if (j->look_done && pf->rf.size > 0 && temp_reopen(pf, 1)) {
+		j->found_done = 1;
+		return;
 	}
 	j->rc = temp_create(pf, 1);
 }
@@ -1646,12 +1672,8 @@ open_done(uv_work_t *w, int status)
 	}
 	if (rc != 0) {
 		pf_fail(pf, strerror(-rc));
-		if (rc == -ENOSPC) {
-			/* One message however many files hit it: status shows it, the
-			 * per-file detail went to the (rate-limited) log above. */
-			folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
-			p->stopping = 1;
-		}
+		if (rc == -ENOSPC)
+			pull_stop_no_space(p);
 	}
 	free(j);
 	pf_settle(pf);
@@ -1823,14 +1845,13 @@ finish_work(uv_work_t *w)
 		struct pull_file *pf = j->files[i];
 		struct stat st;
 		sync_file_range(pf->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-		pf->fsdev = fstat(pf->fd, &st) == 0 ? (uint64_t)st.st_dev : 0;
+		if (group)
+			pf->fsdev = fstat(pf->fd, &st) == 0 ? (uint64_t)st.st_dev : 0;
 	}
 	for (size_t i = 0; i < j->n; i++) {
 		struct pull_file *pf = j->files[i];
 		struct timespec ts[2];
-		ts[0].tv_sec = pf->rf.mtime_s;
-		ts[0].tv_nsec = pf->rf.mtime_ns;
-		ts[1] = ts[0];
+		version_times(&pf->rf, ts);
 		if (fchmod(pf->fd, pf->rf.mode & 0777) != 0 || futimens(pf->fd, ts) != 0 ||
 		    (!group && fdatasync(pf->fd) != 0))
 			pf->failed = errno ? errno : EIO;
@@ -1997,10 +2018,8 @@ finish_done(uv_work_t *w, int status)
 		} else if (status != 0 || pf->failed) {
 			log_warn("%s: cannot finish %s: %s", p->f->id, pf->name,
 				 strerror(pf->failed > 0 ? pf->failed : EIO));
-			if (pf->failed == ENOSPC) {
-				folder_set_error(p->f, "no space left on the device: pulling stopped until there is");
-				p->stopping = 1;
-			}
+			if (pf->failed == ENOSPC)
+				pull_stop_no_space(p);
 			pf->failed = 1;
 			p->failures++;
 		} else {

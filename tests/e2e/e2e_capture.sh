@@ -42,10 +42,7 @@ PY
 entries=$(count_entries "$src")
 
 pair A B
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 
 pcap=$E2E_TMP/capture.pcap   # .pcap: AppArmor's tcpdump profile allows that
 tcpdump_args=(--immediate-mode -i lo -s 0 -B 32768 -U -w "$pcap"

@@ -12,10 +12,7 @@ FOLDER=ev
 node_new A
 node_new B
 pair A B
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 a=${NODE_DIR[A]} b=${NODE_DIR[B]}
 for i in $(seq 1 12); do echo "file $i" >"$a/small-$i.txt"; done
 

@@ -56,10 +56,7 @@ log "tree: $entries entries, $dataset bytes"
 # A knows B without an address: only B dials.
 introduce B A
 shoal_ok A device add "${NODE_ID[B]}" --name B >/dev/null
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 
 # The kill plan: "bytes_since_start min_up_s" per line.
 plan=$(python3 - "$SEED" "$KILLS" "$dataset" <<'EOF'

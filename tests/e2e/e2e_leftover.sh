@@ -67,10 +67,7 @@ files=$(find "$src" -type f | wc -l)
 entries=$(find "$src" -mindepth 1 | wc -l)
 
 pair A B
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 start_agent A
 wait_listening A
 shoal_ok A scan "$FOLDER" --wait >/dev/null

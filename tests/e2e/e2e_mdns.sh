@@ -120,10 +120,7 @@ EXTRA_PIDS=()
 shoal_ok A device add "${NODE_ID[B]}" --name B >/dev/null
 shoal_ok B device add "${NODE_ID[A]}" --name A >/dev/null
 entries=$(gen_tree "${NODE_DIR[A]}" --seed 7 --files 40 --large-mib 0)
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 log "tree: $entries entries"
 
 start_in_lab A a

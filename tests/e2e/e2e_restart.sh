@@ -16,10 +16,7 @@ entries=$(gen_tree "$src" --seed 9 --files "${SHOAL_E2E_FILES:-500}" \
 	--large-mib "${SHOAL_E2E_LARGE_MIB:-4}")
 
 pair A B
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 
 # stop_clean NAME: SIGTERM; the agent must exit 0 without needing SIGKILL.
 stop_clean()

@@ -17,10 +17,7 @@ entries=$(gen_tree "${NODE_DIR[A]}" --seed "${SHOAL_E2E_SEED:-1}" \
 log "tree: $entries entries"
 
 pair A B
-folder_add A "$FOLDER" send
-folder_share A "$FOLDER" B
-folder_add B "$FOLDER" receive
-folder_share B "$FOLDER" A
+share_one_way A B "$FOLDER"
 
 start_agent A
 wait_listening A

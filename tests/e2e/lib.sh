@@ -221,6 +221,16 @@ folder_add()
 # folder_share NAME FOLDER PEER
 folder_share() { shoal_ok "$1" folder share "$2" "${NODE_ID[$3]}" >/dev/null; }
 
+# share_one_way A B FOLDER: A sends FOLDER (at A's folder path), B receives it
+# (at B's), each sharing it with the other. A and B must know each other (pair).
+share_one_way()
+{
+	folder_add "$1" "$3" send
+	folder_share "$1" "$3" "$2"
+	folder_add "$2" "$3" receive
+	folder_share "$2" "$3" "$1"
+}
+
 # start_agent NAME [EXTRA RUN ARGS...]: starts NAME's agent in the
 # background, listening on its port, logging to $E2E_TMP/NAME.log (appended,
 # so a restarted agent keeps its earlier log).
