@@ -138,6 +138,8 @@ struct agent {
 	struct watcher *watch;
 	uint64_t rescan_fallback_ms;
 	uint64_t next_housekeeping_ms;
+	uint64_t trim_bytes, trim_quiet_ms; /* trim_when_quiet() */
+	int trim_due;
 	int stopping;
 	int reload_pending;
 	int exit_code;

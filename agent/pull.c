@@ -14,6 +14,7 @@
  * every half second, so many small files cost few flushes and commits.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,7 @@ struct pull_file {
 	int open_root;      /* deferred creation: a duplicate of the folder's root, or -1 */
 	uint64_t unsaved;   /* what it counts in the puller's unsaved_bytes */
 	struct stat st;
+	pthread_mutex_t wlock; /* one writer at a time (write_work) */
 };
 
 /*
@@ -893,6 +895,7 @@ pf_free(struct pull_file *pf)
 	free(pf->offsets);
 	free(pf->done_map);
 	free(pf->resume_map);
+	pthread_mutex_destroy(&pf->wlock);
 	free(pf);
 }
 
@@ -1097,6 +1100,7 @@ write_work(uv_work_t *w)
 		if ((j->rc = temp_create(pf, 0)) != 0)
 			return;
 	}
+	pthread_mutex_lock(&pf->wlock);
 	while (off < j->len) {
 		ssize_t r = pwrite(pf->fd, j->data + off, j->len - off,
 				   (off_t)(pf->offsets[j->index] + off));
@@ -1104,10 +1108,13 @@ write_work(uv_work_t *w)
 			continue;
 		if (r < 0) {
 			j->rc = -errno;
-			return;
+			break;
 		}
 		off += (size_t)r;
 	}
+	pthread_mutex_unlock(&pf->wlock);
+	if (off < j->len)
+		return;
 	if (pf->rf.nblocks == 1) {
 		/* The whole file is here: its mtime marks it finished for a next run (open_work). */
 		struct timespec ts[2];
@@ -1703,6 +1710,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 
 	if (!pf)
 		return -ENOMEM;
+	pthread_mutex_init(&pf->wlock, NULL);
 	pf->p = p;
 	pf->fd = -1;
 	pf->dirfd = -1;
@@ -1719,6 +1727,7 @@ pf_open(struct puller *p, struct need_item *it, struct store_txn *txn)
 		pf->name = NULL;
 		if (rc == 0 || rc == STORE_ENOTFOUND)
 			item_defer(p, it, "the peer's entry changed meanwhile");
+		pthread_mutex_destroy(&pf->wlock);
 		free(pf);
 		return rc == STORE_ENOTFOUND ? 0 : rc;
 	}

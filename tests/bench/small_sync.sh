@@ -10,6 +10,8 @@
 #   tests/bench/small_sync.sh                  # folders under $TMPDIR (/tmp)
 #   TMPDIR=/mnt/ext4 tests/bench/small_sync.sh # pick the filesystem
 #   PERF=1 tests/bench/small_sync.sh           # also perf record B (perf.data in $OUT)
+#   PERF=1 PERF_WHO=A ...                      # perf record the sender instead
+#   DATASET=large LARGE_SIZE=1GiB tests/bench/small_sync.sh  # one large file instead
 #   SHOAL_BIN=... SEED=... FILES=... DIRS=... OUT=... (default /tmp/shoal-small-sync)
 #
 # On an ext4 without a journal (this test machine's root), creating many
@@ -29,8 +31,12 @@ mkdir -p "$OUT"
 node_new A
 node_new B
 mkdir -p "${NODE_DIR[A]}"
-python3 "$GEN" --seed "${SEED:-42}" small "${NODE_DIR[A]}" --files "${FILES:-10000}" \
-	--dirs "${DIRS:-100}" >/dev/null
+if [ "${DATASET:-small}" = large ]; then
+	python3 "$GEN" --seed "${SEED:-42}" large "${NODE_DIR[A]}" --size "${LARGE_SIZE:-1GiB}" >/dev/null
+else
+	python3 "$GEN" --seed "${SEED:-42}" small "${NODE_DIR[A]}" --files "${FILES:-10000}" \
+		--dirs "${DIRS:-100}" >/dev/null
+fi
 pair A B
 folder_add A f send
 start_agent A
@@ -47,7 +53,7 @@ t0=$(date +%s.%N)
 start_agent B
 perf_pid=
 if [ "${PERF:-0}" = 1 ]; then
-	perf record -F 999 -g -o "$OUT/perf.data" -p "${AGENT_PID[B]}" >/dev/null 2>&1 &
+	perf record -F 999 -g -o "$OUT/perf.data" -p "${AGENT_PID[${PERF_WHO:-B}]}" >/dev/null 2>&1 &
 	perf_pid=$!
 fi
 wait_for "grep -q 'pulled f:' '${AGENT_LOG[B]}'" 600 || fail "B did not finish its pull in 600 s"
@@ -58,8 +64,12 @@ if [ -n "$perf_pid" ]; then
 	wait "$perf_pid" || true
 fi
 pull=$(sed -n 's/.*pulled f: .*failed, \([0-9.]*\) s$/\1/p' "${AGENT_LOG[B]}" | tail -n 1)
-printf 'small sync: %.3f s from B'"'"'s start (pull %s s); CPU A %s s, B %s s; B threads: %s\n' \
-	"$(python3 -c "print($t1 - $t0)")" "$pull" "$(cpu /proc/"${AGENT_PID[A]}"/stat)" \
+printf '%s sync: %.3f s from B'"'"'s start (pull %s s); CPU A %s s, B %s s; B threads: %s\n' \
+	"${DATASET:-small}" "$(python3 -c "print($t1 - $t0)")" "$pull" "$(cpu /proc/"${AGENT_PID[A]}"/stat)" \
 	"$(cpu /proc/"${AGENT_PID[B]}"/stat)" "$threads"
+rss() { awk '/^(VmHWM|VmRSS|RssAnon):/ {printf "%s %.1f ", $1, $2 / 1024}' "/proc/$1/status"; }
+echo "peak and current memory (MiB): A $(rss "${AGENT_PID[A]}"); B $(rss "${AGENT_PID[B]}")"
+sleep 4
+echo "after 4 s idle (MiB): A $(rss "${AGENT_PID[A]}"); B $(rss "${AGENT_PID[B]}")"
 compare "${NODE_DIR[A]}" "${NODE_DIR[B]}" || fail "B's tree differs from A's"
 pass
