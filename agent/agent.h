@@ -218,6 +218,16 @@ void pull_cleanup_partials(struct agent *ag);
 void pull_on_check(uv_check_t *h);
 /* Lets a running pull settle what changed (called from the kick handler). */
 void pull_poke(struct folder *f);
+/*
+ * The names of one window of a pull's plan (see PULL_WINDOW in pull.c), in
+ * the order they are worked on: after `after` (NULL: the first window),
+ * deletions or everything else. *end is where the window ends (owned; NULL:
+ * the last window of the sweep), to pass as `after` for the next one. For
+ * tests.
+ */
+int plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		      enum folder_mode mode, const char *after, size_t after_len, int deleting,
+		      char ***names, size_t *n, char **end, size_t *end_len);
 /* Counts global/need for f from the store (also used by the offline CLI). */
 int plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 		enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need);

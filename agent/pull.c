@@ -74,6 +74,29 @@
 #define PULL_RUN_MAX (64u << 20)      /* the longest range of local blocks copied by one job */
 #define PULL_RELEASE_MIN (16u << 20)  /* a replaced file this big is freed off the critical path */
 #define DURABLE_PULL_BYTES (1u << 20) /* a pull this big is kept in the durable event log */
+/*
+ * A pull plans a window of at most PULL_WINDOW needed items per device at a
+ * time, in index key order, so its memory does not grow with the folder:
+ * at about 190 bytes an item, holding the plan of a million files took
+ * 190 MiB (docs/performance.md "Scale"). A window also ends after
+ * PULL_WINDOW_VISIT entries of one device's index, so that a device with
+ * little to give does not make every window read to the end of its index.
+ */
+#define PULL_WINDOW_DEFAULT 4096
+
+/* PULL_WINDOW; SHOAL_PULL_WINDOW (2 or more) replaces it, for tests. */
+static size_t
+pull_window(void)
+{
+	static size_t v;
+	if (!v) {
+		const char *e = getenv("SHOAL_PULL_WINDOW");
+		v = e && atoi(e) >= 2 ? (size_t)atoi(e) : PULL_WINDOW_DEFAULT;
+	}
+	return v;
+}
+#define PULL_WINDOW pull_window()
+#define PULL_WINDOW_VISIT (4 * PULL_WINDOW)
 
 
 /*
@@ -199,8 +222,17 @@ enum pull_phase { PH_DIRS, PH_FILES, PH_LINKS, PH_DELETES, PH_DIRMETA, PH_DONE }
 
 struct puller {
 	struct folder *f;
-	struct need_item *items;
+	struct need_item *items; /* the current window of the plan */
 	size_t nitems, next;
+	int deleting;            /* the second sweep: deletions */
+	size_t windows;          /* planned so far */
+	int more;                /* windows after this one in the sweep */
+	char *cursor;            /* the window's last name (key order; owned) */
+	size_t cursor_len;
+	struct need_item *dirs;  /* directories created or kept: their metadata comes last */
+	size_t ndirs, capdirs;
+	struct need_item *deldirs; /* directories to delete once the files in them are gone */
+	size_t ndeldirs, capdeldirs;
 	enum pull_phase phase;
 	struct pull_file *active;
 	size_t nactive;
@@ -364,12 +396,86 @@ struct plan_ctx {
 	struct counts need, delta_files_pos, delta_files_neg;
 	int64_t dfiles, dbytes;
 	size_t conflicts;
+	/* windows (collect only): see PULL_WINDOW */
+	int deleting;       /* collect deletions (else everything else) */
+	int count_all;      /* go on counting past the window (the first one) */
+	size_t dev_items, dev_visited;
+	int dev_full;       /* this device's part of the window is complete */
+	char *end;          /* the window ends at this name (key order), NULL: no end yet */
+	size_t end_len;
+	/* a window never ends inside a group of names with the same first
+	   STORE_ORDER_PREFIX bytes: their key order is not their name order */
+	int holding;
+	char group[STORE_ORDER_EXACT]; /* the prefix, then 0xff: the group's last possible name */
 };
 
+static int plan_entry(struct plan_ctx *x, const struct store_file *r);
+
+/* The window ends at name, or before where another device's part ended. */
+static int
+window_end_at(struct plan_ctx *x, const char *name, size_t len)
+{
+	char *e;
+
+	if (x->end && store_name_order(name, len, x->end, x->end_len) >= 0)
+		return 0;
+	e = malloc(len ? len : 1);
+	if (!e)
+		return -ENOMEM;
+	memcpy(e, name, len);
+	free(x->end);
+	x->end = e;
+	x->end_len = len;
+	return 0;
+}
+
+/*
+ * Plans one entry of a device's index. Collecting, it also tracks the window:
+ * once this device has given PULL_WINDOW items or PULL_WINDOW_VISIT entries,
+ * the window ends at this name or before (x->end), and what any device gave
+ * after x->end is dropped by plan_window().
+ */
 static int
 plan_one(const struct store_file *r, void *arg)
 {
 	struct plan_ctx *x = arg;
+	int rc;
+
+	if (x->collect && x->end && !x->count_all &&
+	    store_name_order(r->name, r->name_len, x->end, x->end_len) > 0)
+		return 1; /* past the window another device ended */
+	if (x->holding) {
+		if (r->name_len > STORE_ORDER_PREFIX &&
+		    memcmp(r->name, x->group, STORE_ORDER_PREFIX) == 0)
+			return plan_entry(x, r);
+		/* The group is complete: the window ends after it, on every device. */
+		x->holding = 0;
+		rc = window_end_at(x, x->group, STORE_ORDER_EXACT);
+		if (rc < 0 || !x->count_all)
+			return rc < 0 ? rc : 1;
+		return plan_entry(x, r);
+	}
+	x->dev_visited++;
+	rc = plan_entry(x, r);
+	if (rc < 0 || !x->collect || x->dev_full ||
+	    (x->dev_items < PULL_WINDOW && x->dev_visited < PULL_WINDOW_VISIT))
+		return rc;
+	/* This device's part of the window is complete: the window ends here at the latest. */
+	x->dev_full = 1;
+	if (r->name_len > STORE_ORDER_PREFIX) {
+		/* ...or with the last name of this group. */
+		x->holding = 1;
+		memcpy(x->group, r->name, STORE_ORDER_PREFIX);
+		memset(x->group + STORE_ORDER_PREFIX, 0xff, STORE_ORDER_EXACT - STORE_ORDER_PREFIX);
+		return 0;
+	}
+	rc = window_end_at(x, r->name, r->name_len);
+	return rc < 0 ? rc : x->count_all ? 0 : 1;
+}
+
+static int
+plan_entry(struct plan_ctx *x, const struct store_file *r)
+{
 	struct store_file l;
 	int have, local_live = 0;
 	uint64_t local_size = 0, conflict_loser = 0;
@@ -444,7 +550,8 @@ plan_one(const struct store_file *r, void *arg)
 	} else if (r->flags & STORE_FLAG_DELETED) {
 		return 0;
 	}
-	if (x->collect) {
+	if (x->collect && (!x->dev_full || x->holding) &&
+	    !(r->flags & STORE_FLAG_DELETED) == !x->deleting) {
 		/* Several devices may offer the same name: keep the newest. */
 		if (x->n == x->cap) {
 			size_t cap = x->cap ? 2 * x->cap : 256;
@@ -475,6 +582,7 @@ plan_one(const struct store_file *r, void *arg)
 		it->local = ds;
 		it->conflict_loser = conflict_loser;
 		x->n++;
+		x->dev_items++;
 	}
 	x->need.files++;
 	if (!(r->flags & STORE_FLAG_DELETED)) {
@@ -529,9 +637,27 @@ items_free(struct need_item *items, size_t n)
 	free(items);
 }
 
+/*
+ * Counts what the devices' indexes need and, with collect, gathers the items
+ * of one window: after the name `after` (NULL: from the start), deletions or
+ * everything else, up to x->end (set when there are more windows). The first
+ * window (count_all) also counts the whole plan.
+ */
+static int plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		       enum folder_mode mode, int collect, uint64_t self_id, const char *after,
+		       size_t after_len, int deleting, int count_all, struct plan_ctx *x);
+
 static int
 plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
      int collect, uint64_t self_id, struct plan_ctx *x)
+{
+	return plan_window(st, folder, devs, ndevs, mode, collect, self_id, NULL, 0, 0, 1, x);
+}
+
+static int
+plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+	    enum folder_mode mode, int collect, uint64_t self_id, const char *after,
+	    size_t after_len, int deleting, int count_all, struct plan_ctx *x)
 {
 	struct store_checkpoint cp;
 	int rc;
@@ -541,12 +667,22 @@ plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum
 	x->folder = folder;
 	x->mode = mode;
 	x->collect = collect;
+	x->deleting = deleting;
+	x->count_all = count_all;
 	rc = store_read_begin(st, &x->txn);
 	if (rc != 0)
 		return rc;
 	for (size_t i = 0; i < ndevs && rc >= 0; i++) {
 		x->dev = devs[i];
-		rc = store_files_each(x->txn, folder, devs[i], NULL, 0, 0, plan_one, x);
+		x->dev_items = x->dev_visited = 0;
+		x->dev_full = 0;
+		rc = store_files_each(x->txn, folder, devs[i], after, after_len, 0, plan_one, x);
+		if (x->holding && rc >= 0) {
+			/* The group ran to the end of this device's index: end the window
+			 * after it for the devices still to come. */
+			x->holding = 0;
+			rc = window_end_at(x, x->group, STORE_ORDER_EXACT);
+		}
 	}
 	if (rc >= 0)
 		rc = store_checkpoint_get(x->txn, folder, STORE_LOCAL, &cp);
@@ -556,7 +692,23 @@ plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum
 		items_free(x->items, x->n);
 		x->items = NULL;
 		x->n = 0;
+		free(x->end);
+		x->end = NULL;
 		return rc;
+	}
+	if (x->end) {
+		/* What devices gave past the window's end comes in the next window. */
+		size_t w = 0;
+		for (size_t i = 0; i < x->n; i++) {
+			struct need_item *it = &x->items[i];
+			if (store_name_order(it->name, it->name_len, x->end, x->end_len) > 0) {
+				free(it->name);
+				free(it->version);
+			} else {
+				x->items[w++] = *it;
+			}
+		}
+		x->n = w;
 	}
 	if (collect && ndevs > 1 && x->n > 1) {
 		/* Keep one item per name: the one whose version dominates. */
@@ -603,6 +755,35 @@ plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	*need = x.need;
 	global->files = (uint64_t)((int64_t)cp.files + x.dfiles);
 	global->bytes = (uint64_t)((int64_t)cp.bytes + x.dbytes);
+	return 0;
+}
+
+int
+plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		  enum folder_mode mode, const char *after, size_t after_len, int deleting,
+		  char ***names, size_t *n, char **end, size_t *end_len)
+{
+	struct plan_ctx x;
+	int rc = plan_window(st, folder, devs, ndevs, mode, 1, 0, after, after_len, deleting,
+			     after == NULL && !deleting, &x);
+
+	if (rc != 0)
+		return rc;
+	qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
+	*names = calloc(x.n ? x.n : 1, sizeof(**names));
+	if (!*names) {
+		items_free(x.items, x.n);
+		free(x.end);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < x.n; i++) {
+		(*names)[i] = x.items[i].name;
+		x.items[i].name = NULL;
+	}
+	*n = x.n;
+	items_free(x.items, x.n);
+	*end = x.end;
+	*end_len = x.end_len;
 	return 0;
 }
 
@@ -2399,6 +2580,92 @@ out:
 
 /* ---- driving ---- */
 
+/* The devices a pull plans from: only what a connected device can serve; the rest waits. */
+static size_t
+pull_devices(struct folder *f, uint32_t devs[64])
+{
+	size_t n = 0;
+
+	for (struct device *d = f->ag->devices; d && n < 64; d = d->next)
+		if (folder_shared_with(f, d) && d->conn && conn_active(d->conn))
+			devs[n++] = d->num;
+	return n;
+}
+
+/* Moves an item into a list kept for the end of the pull. */
+static int
+item_keep(struct need_item **list, size_t *n, size_t *cap, struct need_item *it)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 64;
+		struct need_item *l = realloc(*list, c * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		*list = l;
+		*cap = c;
+	}
+	(*list)[(*n)++] = *it;
+	it->name = NULL;
+	it->version = NULL;
+	return 0;
+}
+
+/* Makes x's items the puller's window, in the order they are worked on. */
+static void
+window_take(struct puller *p, struct plan_ctx *x)
+{
+	qsort(x->items, x->n, sizeof(*x->items), item_cmp_order);
+	p->items = x->items;
+	p->nitems = x->n;
+	p->next = 0;
+	p->windows++;
+	p->more = x->end != NULL;
+	free(p->cursor);
+	p->cursor = x->end;
+	p->cursor_len = x->end_len;
+	x->items = NULL;
+	x->end = NULL;
+}
+
+/*
+ * Plans the next window: of the same sweep, or (deleting set while the
+ * creating sweep is on) the first of the deletions, and sets the phase that
+ * works on it. A window that cannot be planned is empty and the last.
+ */
+static void
+pull_next_window(struct puller *p, int deleting)
+{
+	struct folder *f = p->f;
+	struct plan_ctx x;
+	uint32_t devs[64];
+	size_t ndevs;
+	int first = deleting && !p->deleting;
+	int rc;
+
+	items_free(p->items, p->nitems);
+	p->items = NULL;
+	p->nitems = p->next = 0;
+	if (first) {
+		free(p->cursor);
+		p->cursor = NULL;
+		p->cursor_len = 0;
+		p->deleting = 1;
+	}
+	p->phase = deleting ? PH_DELETES : PH_DIRS;
+	p->more = 0;
+	ndevs = pull_devices(f, devs);
+	if (ndevs == 0)
+		return; /* what the devices that went away have waits for them */
+	rc = plan_window(f->ag->store, f->num, devs, ndevs, f->mode, 1, f->ag->short_id, p->cursor,
+			 p->cursor_len, deleting, 0, &x);
+	if (rc != 0) {
+		log_warn("%s: cannot plan the rest of the pull: %s", f->id, store_strerror(rc));
+		p->failures++;
+		return;
+	}
+	window_take(p, &x);
+}
+
 static void
 pull_end(struct puller *p)
 {
@@ -2440,9 +2707,9 @@ pull_end(struct puller *p)
 	f->pull_total_bytes = f->pull_done_bytes = 0;
 	f->pull_rate = f->pull_rate_mark_ms = 0;
 	if (!p->aborted)
-		log_info("pulled %s: %zu items, %.1f MB from peers, %.1f MB reused locally (%.1f MB "
-			 "cloned), %.1f MB resumed, %zu failed, %.2f s",
-			 f->id, p->done_files, (double)p->bytes_net / 1e6,
+		log_info("pulled %s: %zu items (%zu windows), %.1f MB from peers, %.1f MB reused "
+			 "locally (%.1f MB cloned), %.1f MB resumed, %zu failed, %.2f s",
+			 f->id, p->done_files, p->windows, (double)p->bytes_net / 1e6,
 			 (double)p->bytes_local / 1e6, (double)p->bytes_cloned / 1e6,
 			 (double)p->bytes_resumed / 1e6, p->failures,
 			 (double)(now_ms() - p->started_ms) / 1000.0);
@@ -2453,6 +2720,9 @@ pull_end(struct puller *p)
 		folder_clear_error(f);
 	}
 	items_free(p->items, p->nitems);
+	items_free(p->dirs, p->ndirs);
+	items_free(p->deldirs, p->ndeldirs);
+	free(p->cursor);
 	for (size_t i = 0; i < p->ntouched; i++)
 		free(p->touched[i]);
 	free(p->touched);
@@ -2500,7 +2770,11 @@ again:
 		if (p->phase == PH_DIRS) {
 			while (p->next < p->nitems && item_phase(&p->items[p->next]) == 0)
 			{
-				do_dir(p, &p->items[p->next++]);
+				struct need_item *it = &p->items[p->next++];
+				do_dir(p, it);
+				/* Its mtime and mode are set once everything in it is written. */
+				if (item_keep(&p->dirs, &p->ndirs, &p->capdirs, it) != 0)
+					p->failures++;
 				if (p->nbatch >= PULL_RECORD_BATCH)
 					pull_flush(p);
 			}
@@ -2535,9 +2809,17 @@ again:
 				pull_finish_batch(p);
 			pull_flush_due(p);
 			int more_files = p->next < p->nitems && item_phase(&p->items[p->next]) == 1;
-			if (more_files || p->nactive > 0 || p->nfinished > 0 || p->finishing)
+			if (more_files)
 				break;
-			pull_flush(p);
+			/*
+			 * The next window's files start while this one's are still on
+			 * their way; the deletions wait for every file, since a file
+			 * about to be deleted may be the local source of a new one.
+			 */
+			if (!p->more && (p->nactive > 0 || p->nfinished > 0 || p->finishing))
+				break;
+			if (!p->more)
+				pull_flush(p);
 			p->phase = PH_LINKS;
 		}
 		if (p->phase == PH_LINKS) {
@@ -2547,12 +2829,32 @@ again:
 				if (p->nbatch >= PULL_RECORD_BATCH)
 					pull_flush(p);
 			}
-			p->phase = PH_DELETES;
+			/* The next window, or (every file done) the first one of deletions. */
+			pull_next_window(p, !p->more);
+			continue;
 		}
 		if (p->phase == PH_DELETES) {
 			while (p->next < p->nitems)
 			{
-				do_delete(p, &p->items[p->next++]);
+				struct need_item *it = &p->items[p->next++];
+				/* A directory goes once what is in it is gone, maybe in a later window. */
+				if (it->type == STORE_DIR) {
+					if (item_keep(&p->deldirs, &p->ndeldirs, &p->capdeldirs, it) != 0)
+						p->failures++;
+					continue;
+				}
+				do_delete(p, it);
+				if (p->nbatch >= PULL_RECORD_BATCH)
+					pull_flush(p);
+			}
+			if (p->more) {
+				pull_next_window(p, 1);
+				continue;
+			}
+			/* Deepest first: reverse name order puts children before parents. */
+			qsort(p->deldirs, p->ndeldirs, sizeof(*p->deldirs), item_cmp_name);
+			for (size_t i = p->ndeldirs; i-- > 0;) {
+				do_delete(p, &p->deldirs[i]);
 				if (p->nbatch >= PULL_RECORD_BATCH)
 					pull_flush(p);
 			}
@@ -2563,9 +2865,9 @@ again:
 			pull_flush(p);
 			restore_touched(p);
 			/* Deepest first, so setting a child's mtime does not disturb its parent. */
-			for (size_t i = p->nitems; i-- > 0;)
-				if (item_phase(&p->items[i]) == 0 && p->items[i].name)
-					do_dirmeta(p, &p->items[i]);
+			qsort(p->dirs, p->ndirs, sizeof(*p->dirs), item_cmp_name);
+			for (size_t i = p->ndirs; i-- > 0;)
+				do_dirmeta(p, &p->dirs[i]);
 			p->phase = PH_DONE;
 		}
 		if (p->phase == PH_DONE) {
@@ -2598,34 +2900,33 @@ pull_start(struct folder *f)
 				 f->path);
 		return 1;
 	}
-	/* Only what a connected device can serve: the rest waits for its connection. */
-	for (struct device *d = ag->devices; d && ndevs < 64; d = d->next)
-		if (folder_shared_with(f, d) && d->conn && conn_active(d->conn))
-			devs[ndevs++] = d->num;
+	ndevs = pull_devices(f, devs);
 	if (ndevs == 0)
 		return 1;
-	rc = plan(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, &x);
+	rc = plan_window(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, NULL, 0, 0, 1,
+			 &x);
 	if (rc != 0)
 		return rc;
 	f->need = x.need;
-	if (x.n == 0) {
-		free(x.items);
+	if (x.need.files == 0) {
+		items_free(x.items, x.n);
+		free(x.end);
 		return 1; /* nothing to do */
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		items_free(x.items, x.n);
+		free(x.end);
 		return -ENOMEM;
 	}
-	qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
 	p->f = f;
-	p->items = x.items;
-	p->nitems = x.n;
+	window_take(p, &x);
 	p->started_ms = now_ms();
 	f->pull = p;
 	if (f->state != FOLDER_ERROR)
 		folder_set_state(f, FOLDER_SYNCING);
-	log_info("%s: pulling %zu items (%.1f MB)", f->id, x.n, (double)x.need.bytes / 1e6);
+	log_info("%s: pulling %llu items (%.1f MB)", f->id, (unsigned long long)x.need.files,
+		 (double)x.need.bytes / 1e6);
 	f->pull_total_bytes = x.need.bytes;
 	f->pull_done_bytes = 0;
 	f->pull_rate = 0;
@@ -2635,7 +2936,7 @@ pull_start(struct folder *f)
 	json_key(j, "folder");
 	json_str(j, f->id);
 	json_key(j, "items");
-	json_u64(j, x.n);
+	json_u64(j, x.need.files);
 	json_key(j, "bytes");
 	json_u64(j, x.need.bytes);
 	events_end(ag, j, x.need.bytes >= DURABLE_PULL_BYTES);

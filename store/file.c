@@ -210,6 +210,29 @@ key_name(uint8_t *key, uint32_t folder, uint32_t dev, const char *name, size_t l
 	return STORE__FD_LEN + STORE__LONG_KEY - 1;
 }
 
+int
+store_name_order(const char *a, size_t al, const char *b, size_t bl)
+{
+	uint8_t ka[STORE__KEY_MAX], kb[STORE__KEY_MAX];
+	size_t la, lb;
+	int r;
+
+	if (al <= STORE__NAME_KEY_MAX && bl <= STORE__NAME_KEY_MAX) {
+		r = memcmp(a, b, al < bl ? al : bl);
+		return r ? r : al < bl ? -1 : al > bl;
+	}
+	la = key_name(ka, 0, 0, a, al);
+	lb = key_name(kb, 0, 0, b, bl);
+	r = memcmp(ka, kb, la < lb ? la : lb);
+	if (r)
+		return r;
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	/* The same prefix and hash: the probe byte decides, unknown here. */
+	r = memcmp(a, b, al < bl ? al : bl);
+	return r ? r : al < bl ? -1 : al > bl;
+}
+
 /*
  * Finds the entry of name. Returns 0 with key/klen its key and val its
  * value, STORE_ENOTFOUND with key/klen the key a new entry takes, or an

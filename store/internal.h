@@ -21,8 +21,8 @@
 #define STORE__COUNTER_REC 16u /* id(u64 LE) value(u64 LE) */
 
 /* Names longer than this are keyed by a prefix and a hash (see key_name()). */
-#define STORE__NAME_KEY_MAX 400u
-#define STORE__NAME_PREFIX 380u
+#define STORE__NAME_KEY_MAX STORE_ORDER_EXACT
+#define STORE__NAME_PREFIX STORE_ORDER_PREFIX
 /* prefix, 0x00, hash(16), probe byte */
 #define STORE__LONG_KEY (STORE__NAME_PREFIX + 1u + 16u + 1u)
 #define STORE__FD_LEN 8u /* folder(u32 BE) dev(u32 BE) */

@@ -214,6 +214,19 @@ typedef int (*store_file_cb)(const struct store_file *f, void *arg);
 int store_files_each(struct store_txn *txn, uint32_t folder, uint32_t dev, const char *start_after,
 		     size_t start_len, int with_blocks, store_file_cb cb, void *arg);
 
+/*
+ * The order store_files_each() visits two names in: negative, 0 or positive.
+ * Byte order with the shorter first on a tie, except for long names (above).
+ * Names longer than STORE_ORDER_PREFIX bytes keep byte order only against
+ * names that differ within their first STORE_ORDER_PREFIX bytes: a
+ * directory of 381 to 400 bytes comes after the files in it that are longer
+ * than 400, and names longer than 400 with the same first 380 bytes come in
+ * no useful order.
+ */
+#define STORE_ORDER_PREFIX 380u
+#define STORE_ORDER_EXACT 400u /* names up to this long are in byte order among themselves */
+int store_name_order(const char *a, size_t al, const char *b, size_t bl);
+
 /* The same, in sequence order, for entries with sequence > after_seq. */
 int store_seq_each(struct store_txn *txn, uint32_t folder, uint32_t dev, uint64_t after_seq,
 		   int with_blocks, store_file_cb cb, void *arg);

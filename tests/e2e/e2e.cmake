@@ -9,7 +9,7 @@ else()
   message(STATUS "e2e: no target 'shoal'; the tests will use ${_e2e_bin}")
 endif()
 
-foreach(_e2e sync stranger capture live_config restart live events invite mdns hostile sigterm fault_proxy killloop enospc forget delta_local leftover)
+foreach(_e2e sync stranger capture live_config restart live events invite mdns hostile sigterm fault_proxy killloop enospc forget delta_local leftover window)
   add_test(NAME e2e.${_e2e}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/e2e/e2e_${_e2e}.sh)
   set_tests_properties(e2e.${_e2e} PROPERTIES

@@ -640,6 +640,238 @@ TEST(ls_pages_past_tombstones)
 	rmtmp();
 }
 
+/* ---- pull windows ---- */
+
+struct win_fill {
+	uint8_t peer1[32], peer2[32];
+	uint32_t fnum, d1, d2;
+	char **want;   /* names the creation sweep must plan, each once */
+	size_t nwant;
+	char **gone;   /* names the deletion sweep must plan */
+	size_t ngone;
+};
+
+static int
+win_put(struct store_txn *txn, uint32_t fnum, uint32_t dev, const char *name, uint32_t type,
+	int deleted, struct store_counter *ver, size_t nver)
+{
+	static uint64_t seq;
+	struct store_file f;
+	memset(&f, 0, sizeof(f));
+	f.name = name;
+	f.name_len = strlen(name);
+	f.sequence = dev == STORE_LOCAL ? 0 : ++seq;
+	f.type = type;
+	f.flags = deleted ? STORE_FLAG_DELETED : 0;
+	f.mode = type == STORE_DIR ? 0755 : 0644;
+	f.size = deleted || type == STORE_DIR ? 0 : 5;
+	f.mtime_s = 1700000000;
+	f.version = ver;
+	f.nversion = nver;
+	return store_file_put(txn, fnum, dev, &f);
+}
+
+static void
+win_want(char ***list, size_t *n, const char *name)
+{
+	*list = realloc(*list, (*n + 1) * sizeof(**list));
+	ASSERT(*list != NULL);
+	(*list)[(*n)++] = strdup(name);
+}
+
+static int
+win_fill_txn(struct store_txn *txn, void *arg)
+{
+	struct win_fill *x = arg;
+	struct store_counter v1[1] = {{1, 1}}, v2[2] = {{1, 1}, {7, 1}};
+	char name[1024], longdir[512], sub[600];
+	int rc;
+
+	if ((rc = store_folder_num(txn, "f", 1, &x->fnum)) != 0 ||
+	    (rc = store_device_num(txn, x->peer1, 1, &x->d1)) != 0 ||
+	    (rc = store_device_num(txn, x->peer2, 1, &x->d2)) != 0)
+		return rc;
+	/* Directories with files, on both peers (the same versions) or on one. */
+	for (int d = 0; d < 4; d++) {
+		snprintf(name, sizeof(name), "d%d", d);
+		rc = win_put(txn, x->fnum, x->d1, name, STORE_DIR, 0, v1, 1);
+		rc = rc ? rc : win_put(txn, x->fnum, x->d2, name, STORE_DIR, 0, v1, 1);
+		win_want(&x->want, &x->nwant, name);
+		for (int i = 0; i < 9 && rc == 0; i++) {
+			snprintf(name, sizeof(name), "d%d/f%d", d, i);
+			if (i % 3 != 2)
+				rc = win_put(txn, x->fnum, x->d1, name, STORE_FILE, 0, v1, 1);
+			if (rc == 0 && i % 3 != 0)
+				rc = win_put(txn, x->fnum, x->d2, name, STORE_FILE, 0, v1, 1);
+			win_want(&x->want, &x->nwant, name);
+		}
+		if (rc)
+			return rc;
+	}
+	/*
+	 * A directory of 395 bytes, one of 399 in it, and files in both whose
+	 * paths are longer than 400 bytes: in key order the files come before
+	 * their directories.
+	 */
+	memset(longdir, 'x', sizeof(longdir));
+	memcpy(longdir, "long/", 5);
+	longdir[195] = '\0'; /* components are at most 255 bytes */
+	if ((rc = win_put(txn, x->fnum, x->d1, "long", STORE_DIR, 0, v1, 1)) != 0 ||
+	    (rc = win_put(txn, x->fnum, x->d2, longdir, STORE_DIR, 0, v1, 1)) != 0)
+		return rc;
+	win_want(&x->want, &x->nwant, "long");
+	win_want(&x->want, &x->nwant, longdir);
+	longdir[195] = '/';
+	memset(longdir + 196, 'y', 199);
+	longdir[395] = '\0';
+	snprintf(sub, sizeof(sub), "%s/sub", longdir);
+	if ((rc = win_put(txn, x->fnum, x->d1, longdir, STORE_DIR, 0, v1, 1)) != 0 ||
+	    (rc = win_put(txn, x->fnum, x->d2, sub, STORE_DIR, 0, v1, 1)) != 0)
+		return rc;
+	win_want(&x->want, &x->nwant, longdir);
+	win_want(&x->want, &x->nwant, sub);
+	for (int i = 0; i < 7; i++) {
+		snprintf(name, sizeof(name), "%s/file-with-a-longer-name-%d", longdir, i);
+		if ((rc = win_put(txn, x->fnum, i % 2 ? x->d1 : x->d2, name, STORE_FILE, 0, v1, 1)))
+			return rc;
+		win_want(&x->want, &x->nwant, name);
+		snprintf(name, sizeof(name), "%s/g%d", sub, i);
+		if ((rc = win_put(txn, x->fnum, x->d1, name, STORE_FILE, 0, v1, 1)) != 0)
+			return rc;
+		win_want(&x->want, &x->nwant, name);
+	}
+	/* A tree here that the peers deleted, and an entry the peers have as we do. */
+	static const char *const old[] = {"old", "old/a", "old/b", "old/sub", "old/sub/c",
+					  "old/sub/d", "old/sub/e", "old/z"};
+	for (size_t i = 0; i < sizeof(old) / sizeof(old[0]); i++) {
+		uint32_t type = strchr(old[i], '/') == NULL || strcmp(old[i], "old/sub") == 0
+					? STORE_DIR
+					: STORE_FILE;
+		if ((rc = win_put(txn, x->fnum, STORE_LOCAL, old[i], type, 0, v1, 1)) != 0 ||
+		    (rc = win_put(txn, x->fnum, i % 2 ? x->d1 : x->d2, old[i], type, 1, v2, 2)) != 0)
+			return rc;
+		win_want(&x->gone, &x->ngone, old[i]);
+	}
+	if ((rc = win_put(txn, x->fnum, STORE_LOCAL, "same", STORE_FILE, 0, v1, 1)) != 0 ||
+	    (rc = win_put(txn, x->fnum, x->d1, "same", STORE_FILE, 0, v1, 1)) != 0)
+		return rc;
+	return 0;
+}
+
+/* Where name is in the list, or -1. */
+static long
+win_find(char **list, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i] && strcmp(list[i], name) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* Runs one sweep of windows; returns the names in planning order (*n of them). */
+static char **
+win_sweep(struct store *st, struct win_fill *x, int deleting, size_t *n, size_t *nwindows)
+{
+	uint32_t devs[2] = {x->d1, x->d2};
+	char **all = NULL, *after = NULL;
+	size_t after_len = 0;
+
+	*n = *nwindows = 0;
+	for (;;) {
+		char **names, *end;
+		size_t k, end_len;
+		ASSERT_EQ(plan_window_names(st, x->fnum, devs, 2, MODE_RECEIVE, after, after_len,
+					    deleting, &names, &k, &end, &end_len),
+			  0);
+		(*nwindows)++;
+		ASSERT(*nwindows < 1000);
+		all = realloc(all, (*n + k + 1) * sizeof(*all));
+		ASSERT(all != NULL);
+		memcpy(all + *n, names, k * sizeof(*names));
+		*n += k;
+		free(names);
+		free(after);
+		after = end;
+		after_len = end_len;
+		if (!end)
+			break;
+	}
+	return all;
+}
+
+/*
+ * A pull plans windows of SHOAL_PULL_WINDOW (3 here) items per device. Over
+ * all windows each needed name is planned exactly once, whichever of the two
+ * devices offers it; every directory comes before what is in it, also when
+ * their paths are longer than 400 bytes and so out of byte order in the
+ * index; and deletions are their own sweep.
+ */
+TEST(pull_windows)
+{
+	struct win_fill x;
+	struct sec_identity p1, p2;
+	struct store *st;
+	unsigned char seed1[32] = {1}, seed2[32] = {2};
+	char **order;
+	size_t n, windows;
+
+	ASSERT_EQ(sec_init(), 0);
+	ASSERT_EQ(setenv("SHOAL_PULL_WINDOW", "3", 1), 0);
+	mktmp();
+	memset(&x, 0, sizeof(x));
+	ASSERT_EQ(sec_identity_from_seed(&p1, seed1), 0);
+	ASSERT_EQ(sec_identity_from_seed(&p2, seed2), 0);
+	memcpy(x.peer1, p1.id, 32);
+	memcpy(x.peer2, p2.id, 32);
+	ASSERT_EQ(store_open(&st, tmpdir), 0);
+	ASSERT_EQ(store_write(st, win_fill_txn, &x), 0);
+
+	order = win_sweep(st, &x, 0, &n, &windows);
+	ASSERT(windows >= 10);
+	ASSERT_UEQ(n, x.nwant);
+	for (size_t i = 0; i < x.nwant; i++) {
+		long at = win_find(order, n, x.want[i]);
+		ASSERT(at >= 0);
+		ASSERT(win_find(order + at + 1, n - (size_t)at - 1, x.want[i]) < 0);
+		/* Its directory was planned before it. */
+		const char *slash = strrchr(x.want[i], '/');
+		if (slash) {
+			char *parent = strndup(x.want[i], (size_t)(slash - x.want[i]));
+			long pat = win_find(order, n, parent);
+			ASSERT(pat >= 0);
+			ASSERT(pat < at);
+			free(parent);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(order[i]);
+	free(order);
+
+	order = win_sweep(st, &x, 1, &n, &windows);
+	ASSERT(windows >= 2);
+	ASSERT_UEQ(n, x.ngone);
+	for (size_t i = 0; i < x.ngone; i++) {
+		long at = win_find(order, n, x.gone[i]);
+		ASSERT(at >= 0);
+		ASSERT(win_find(order + at + 1, n - (size_t)at - 1, x.gone[i]) < 0);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(order[i]);
+	free(order);
+
+	for (size_t i = 0; i < x.nwant; i++)
+		free(x.want[i]);
+	for (size_t i = 0; i < x.ngone; i++)
+		free(x.gone[i]);
+	free(x.want);
+	free(x.gone);
+	store_close(st);
+	sec_identity_release(&p1);
+	sec_identity_release(&p2);
+	unsetenv("SHOAL_PULL_WINDOW");
+	rmtmp();
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(config_roundtrip)
 TEST_ENTRY(config_errors)
@@ -652,4 +884,5 @@ TEST_ENTRY(version_vectors)
 TEST_ENTRY(parallel_chunking)
 TEST_ENTRY(peer_log_rate_limit)
 TEST_ENTRY(ls_pages_past_tombstones)
+TEST_ENTRY(pull_windows)
 TEST_LIST_END

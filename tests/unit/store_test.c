@@ -496,6 +496,31 @@ long_name(size_t len, char tail)
 	return p;
 }
 
+struct order_check {
+	char *last;
+	size_t last_len, n;
+};
+
+/* Every name must come after the one before in store_name_order(). */
+static int
+check_order(const struct store_file *f, void *arg)
+{
+	struct order_check *o = arg;
+
+	if (o->last) {
+		ASSERT(store_name_order(o->last, o->last_len, f->name, f->name_len) < 0);
+		ASSERT(store_name_order(f->name, f->name_len, o->last, o->last_len) > 0);
+		free(o->last);
+	}
+	ASSERT_EQ(store_name_order(f->name, f->name_len, f->name, f->name_len), 0);
+	o->last = malloc(f->name_len);
+	ASSERT(o->last != NULL);
+	memcpy(o->last, f->name, f->name_len);
+	o->last_len = f->name_len;
+	o->n++;
+	return 0;
+}
+
 static int
 collect_names(const struct store_file *f, void *arg)
 {
@@ -546,6 +571,20 @@ TEST(long_names)
 	n = 0;
 	ASSERT_OK(store_seq_each(txn, 1, STORE_LOCAL, 0, 0, collect_names, &n));
 	ASSERT_UEQ(n, 5);
+	{
+		/* store_name_order() is the order of the iteration, long names included. */
+		struct order_check o = {0};
+		ASSERT_OK(store_files_each(txn, 1, STORE_LOCAL, NULL, 0, 0, check_order, &o));
+		ASSERT_UEQ(o.n, 5);
+		free(o.last);
+		/* Not byte order: a long name sorts before a shorter one with its first 380 bytes. */
+		char *mid = long_name(385, 'a');
+		ASSERT(memcmp(mid, names[0], 385) < 0);
+		ASSERT(store_name_order(mid, 385, names[0], 401) > 0);
+		free(mid);
+		ASSERT(store_name_order("a", 1, "a/x", 3) < 0);
+		ASSERT(store_name_order("b", 1, "a/x", 3) > 0);
+	}
 	store_read_end(txn);
 
 	/* Deleting one of the pair leaves the other. */
