@@ -9,6 +9,7 @@
 #define SHOAL_STORE_INTERNAL_H
 
 #include <lmdb.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,8 @@ struct store {
 	size_t map_max;	   /* growth cap */
 	uint32_t map_grows;
 	uint32_t readers_cleared;
+	_Atomic unsigned long reads; /* entries read: store__note_reads() */
+	_Atomic unsigned long map_trims;
 };
 
 struct store_txn {
@@ -50,6 +53,13 @@ struct store_txn {
 	unsigned char *scratch; /* write transactions: reused working memory */
 	size_t scratch_cap;
 };
+
+/*
+ * Counts an entry read at p (its value) in txn; every STORE__TRIM_EVERY
+ * reads of read transactions, unmaps the map as store_trim_map() says.
+ */
+void store__note_read(struct store_txn *txn, const void *p);
+#define STORE__TRIM_EVERY 256u
 
 /* Translates an LMDB or errno code (0 stays 0); notes MDB_MAP_FULL in txn. */
 int store__err(struct store_txn *txn, int rc);

@@ -4,10 +4,13 @@
  * The file index, sequence index and block map are in store/file.c.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store/internal.h"
 
@@ -355,6 +358,107 @@ store_stat_get(struct store *s, struct store_stat *st)
 	return 0;
 }
 
+/* ---- the map's pages in this process ---- */
+
+/* The process's resident file-backed pages (statm "shared"): the map, the binary, libraries. */
+static unsigned long
+resident_file_bytes(void)
+{
+	char buf[160];
+	unsigned long size, resident, shared;
+	ssize_t n;
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3)
+		return 0;
+	return shared * (unsigned long)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * Unmaps the pages of the mapping that holds p (LMDB's map: mdb_env_info()
+ * gives its address only for MDB_FIXEDMAP, so /proc/self/maps tells).
+ */
+static int
+unmap_pages_around(const void *p)
+{
+	char line[512];
+	uintptr_t at = (uintptr_t)p;
+	int done = 0;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return 0;
+	while (!done && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || at < lo || at >= hi)
+			continue;
+		/*
+		 * The map is read-only and shared (no MDB_WRITEMAP): this only
+		 * drops page table entries. Pointers into it stay valid; a read
+		 * faults the page back in from the page cache. The map does not
+		 * move meanwhile: it is only grown while this process has no
+		 * transaction open, and the caller is inside one.
+		 */
+		done = madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0;
+	}
+	fclose(f);
+	return done;
+}
+
+static int
+trim_at(struct store *s, const void *p)
+{
+	if (!p || resident_file_bytes() < STORE_MAP_RESIDENT_MAX || !unmap_pages_around(p))
+		return 0;
+	atomic_fetch_add_explicit(&s->map_trims, 1, memory_order_relaxed);
+	return 1;
+}
+
+int
+store_trim_map(struct store *s)
+{
+	struct store_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if (store_read_begin(s, &txn) != 0)
+		return 0;
+	/* Any value read in a read transaction lies in the map. */
+	k.mv_size = 6;
+	k.mv_data = "schema";
+	rc = mdb_get(txn->t, s->meta, &k, &v);
+	rc = rc == 0 ? trim_at(s, v.mv_data) : 0;
+	store_read_end(txn);
+	return rc;
+}
+
+unsigned long
+store_map_trims(struct store *s)
+{
+	return atomic_load_explicit(&s->map_trims, memory_order_relaxed);
+}
+
+void
+store__note_read(struct store_txn *txn, const void *p)
+{
+	struct store *s = txn->s;
+	unsigned long before;
+
+	/* A write transaction's values may lie in its own dirty pages, not in the map. */
+	if (txn->write)
+		return;
+	before = atomic_fetch_add_explicit(&s->reads, 1, memory_order_relaxed);
+	if ((before + 1) % STORE__TRIM_EVERY == 0)
+		trim_at(s, p);
+}
+
 /* ---- transactions ---- */
 
 int
@@ -444,6 +548,9 @@ store_write(struct store *s, int (*fn)(struct store_txn *txn, void *arg), void *
 	}
 	s->writing = 0;
 	free(txn.scratch);
+	/* A write transaction reads the pages it changes through the map too. */
+	if (rc == 0 && resident_file_bytes() >= STORE_MAP_RESIDENT_MAX)
+		store_trim_map(s);
 	return rc;
 }
 

@@ -46,6 +46,21 @@ enum {
 /* Longest name (and symlink target) a file entry takes, in bytes. */
 #define STORE_NAME_MAX 65535u
 
+/*
+ * Reads go through LMDB's map of the whole database, and every page read
+ * stays mapped into the process (counted in its RSS, and harder for the
+ * kernel to reclaim than unmapped page cache). Above STORE_MAP_RESIDENT_MAX
+ * of file-backed pages in the process, store_trim_map() unmaps the map's
+ * pages (madvise MADV_DONTNEED; they stay in the page cache, and a later
+ * read maps them again). Reads call it every few thousand entries, so a pass
+ * over a million files holds about this much. Returns 1 when it unmapped.
+ */
+#define STORE_MAP_RESIDENT_MAX (32u << 20)
+struct store;
+int store_trim_map(struct store *s);
+/* How many times store_trim_map() unmapped since the store was opened. */
+unsigned long store_map_trims(struct store *s);
+
 /* Returns a static English description of a STORE_E* code or a -errno. */
 const char *store_strerror(int rc);
 

@@ -1305,6 +1305,63 @@ TEST(perf)
 	tmp_remove();
 }
 
+/* The process's resident file-backed pages (statm "shared"), in bytes. */
+static unsigned long
+resident_file_bytes(void)
+{
+	unsigned long size, resident, shared;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	ASSERT(f != NULL);
+	ASSERT_EQ(fscanf(f, "%lu %lu %lu", &size, &resident, &shared), 3);
+	fclose(f);
+	return shared * (unsigned long)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * A pass over an index larger than STORE_MAP_RESIDENT_MAX does not keep it
+ * all mapped: the reads unmap the map's pages every few thousand entries, and
+ * what they return stays right.
+ */
+TEST(map_trim)
+{
+	struct store *s;
+	struct store_txn *txn;
+	struct store_stat st;
+	struct store_file f;
+	struct batch b = {0, 1000, 16, 0};
+	size_t n = 0;
+	char name[32];
+
+	tmp_make();
+	s = open_store();
+	for (uint32_t i = 0; i < 100; i++) {
+		b.first = i * 1000;
+		ASSERT_OK(store_write(s, put_batch, &b));
+	}
+	ASSERT_OK(store_stat_get(s, &st));
+	ASSERT(st.used_bytes > 2 * (uint64_t)STORE_MAP_RESIDENT_MAX);
+	ASSERT_OK(store_read_begin(s, &txn));
+	ASSERT_OK(store_files_each(txn, 1, STORE_LOCAL, NULL, 0, 1, collect_names, &n));
+	ASSERT_UEQ(n, 100000);
+	n = 0;
+	ASSERT_OK(store_seq_each(txn, 1, STORE_LOCAL, 0, 1, collect_names, &n));
+	ASSERT_UEQ(n, 100000);
+	printf("map_trim: used %.1f MiB, file-backed resident %.1f MiB, trims %lu\n", (double)st.used_bytes / 1048576, (double)resident_file_bytes() / 1048576, store_map_trims(s));
+	ASSERT(store_map_trims(s) >= 1);
+	ASSERT(resident_file_bytes() < STORE_MAP_RESIDENT_MAX + (8u << 20));
+	/* Still readable after its pages were unmapped. */
+	snprintf(name, sizeof(name), "dir%03u/file-%08u.dat", 77777u % 500, 77777u);
+	ASSERT_OK(store_file_get(txn, 1, STORE_LOCAL, name, strlen(name), 1, &f));
+	ASSERT_UEQ(f.name_len, strlen(name));
+	ASSERT(memcmp(f.name, name, f.name_len) == 0);
+	ASSERT_UEQ(f.mode, 0644u + 77777u % 8);
+	store_file_release(&f);
+	store_read_end(txn);
+	store_close(s);
+	tmp_remove();
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(open_reopen)
 TEST_ENTRY(schema_mismatch)
@@ -1319,4 +1376,5 @@ TEST_ENTRY(map_growth)
 TEST_ENTRY(stale_reader)
 TEST_ENTRY(files_each_paging)
 TEST_ENTRY(perf)
+TEST_ENTRY(map_trim)
 TEST_LIST_END
