@@ -805,6 +805,7 @@ on_tick(uv_timer_t *t)
 	}
 	dial_devices(ag, now);
 	trim_when_quiet(ag, now);
+	watch_tick(ag, now);
 	for (struct folder *f = ag->folders; f; f = f->next) {
 		/* A folder whose path was missing (an unmounted disk) is tried again. */
 		if (f->rootfd < 0 && !f->mark && now >= f->next_scan_ms + 10000) {

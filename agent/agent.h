@@ -22,6 +22,7 @@
 
 #include "agent/config.h"
 #include "agent/json.h"
+#include "agent/util.h"
 #include "crypto/identity.h"
 #include "crypto/noise.h"
 #include "proto/msg.h"
@@ -90,6 +91,10 @@ struct folder {
 	uint64_t scan_running_gen;
 	struct wpend *wpend;       /* watcher: paths waiting to settle */
 	size_t nwpend;
+	struct strmap wpend_map;   /* path -> its struct wpend */
+	/* names the puller is about to rename into place or delete, until when (ms):
+	   the watcher drops their events (watch_expect) */
+	struct strmap own_changes;
 	int full_scan_pending;
 	uint64_t full_scan_at_ms;
 	/* the running pull, for status and progress events */
@@ -274,6 +279,15 @@ int watch_available(const struct agent *ag);
 void watch_dir(struct folder *f, const char *path);
 void watch_folder_clear(struct folder *f);
 void watch_folder_clear_pending(struct folder *f);
+/*
+ * The puller is about to rename a file into place at name, or delete it:
+ * the watcher drops that one event (the puller records what it did), for at
+ * most WATCH_EXPECT_MS. watch_unexpect() takes it back (the rename failed).
+ */
+void watch_expect(struct folder *f, const char *name, size_t len);
+void watch_unexpect(struct folder *f, const char *name, size_t len);
+/* Forgets expected events that did not come (a directory not watched yet). */
+void watch_tick(struct agent *ag, uint64_t now);
 
 /* ---- control socket (control.c) ---- */
 int control_listen(struct agent *ag);

@@ -2200,6 +2200,8 @@ finish_done(uv_work_t *w, int status)
 	release_old(p, j->files, j->n);
 	for (size_t i = 0; i < j->n; i++) {
 		struct pull_file *pf = j->files[i];
+		if (pf->changed || status != 0 || pf->failed)
+			watch_unexpect(p->f, pf->name, strlen(pf->name));
 		if (pf->changed) {
 			log_info("%s: %s changed on disk since the last scan; not replacing it, "
 				 "rescanning first", p->f->id, pf->name);
@@ -2252,6 +2254,8 @@ pull_finish_batch(struct puller *p)
 	j->files = p->finished;
 	j->n = p->nfinished;
 	j->group = j->n >= PULL_GROUP_SYNC_MIN && now_ms() >= p->group_off_until_ms;
+	for (size_t i = 0; i < j->n; i++)
+		watch_expect(p->f, j->files[i]->name, strlen(j->files[i]->name));
 	p->finished = NULL;
 	p->nfinished = 0;
 	p->capfinished = 0;
@@ -2428,10 +2432,17 @@ do_dir(struct puller *p, struct need_item *it)
 		/* A file or link the cluster replaced by a directory goes first. */
 		if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
 			unlinkat(dfd, base, 0);
-		if (mkdirat(dfd, base, 0700) != 0 && errno != EEXIST) {
-			log_warn("%s: cannot create directory %s: %s", p->f->id, it->name,
-				 strerror(errno));
-			p->failures++;
+		/* The puller watches what it creates: the watcher need not scan it. */
+		watch_expect(p->f, it->name, it->name_len);
+		if (mkdirat(dfd, base, 0700) == 0) {
+			watch_dir(p->f, it->name);
+		} else {
+			watch_unexpect(p->f, it->name, it->name_len);
+			if (errno != EEXIST) {
+				log_warn("%s: cannot create directory %s: %s", p->f->id, it->name,
+					 strerror(errno));
+				p->failures++;
+			}
 		}
 	}
 	close(dfd);
@@ -2560,12 +2571,18 @@ do_delete(struct puller *p, struct need_item *it)
 		} else if (!disk_matches(dfd, base, &it->local, 0)) {
 			/* An edit racing a delete wins: it is scanned and sent instead. */
 			item_defer(p, it, "it changed on disk since the last scan; keeping it");
-		} else if (unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) == 0) {
-			pull_record(p, &rf, NULL, 0);
-			p->done_files++;
 		} else {
-			log_warn("%s: cannot delete %s: %s", p->f->id, it->name, strerror(errno));
-			p->failures++;
+			int dir = S_ISDIR(st.st_mode);
+			watch_expect(p->f, it->name, it->name_len);
+			if (unlinkat(dfd, base, dir ? AT_REMOVEDIR : 0) == 0) {
+				pull_record(p, &rf, NULL, 0);
+				p->done_files++;
+			} else {
+				log_warn("%s: cannot delete %s: %s", p->f->id, it->name,
+					 strerror(errno));
+				watch_unexpect(p->f, it->name, it->name_len);
+				p->failures++;
+			}
 		}
 		close(dfd);
 	} else if (dfd == -ENOENT) {

@@ -227,3 +227,133 @@ parse_duration(const char *s, uint64_t *secs)
 	*secs = v * mul;
 	return 0;
 }
+
+/* ---- strmap ---- */
+
+struct strmap_ent {
+	struct strmap_ent *next;
+	uint64_t hash, val;
+	size_t len;
+	char key[];
+};
+
+static uint64_t
+strmap_hash(const char *k, size_t len)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+	return h ^ (h >> 29);
+}
+
+static struct strmap_ent **
+strmap_slot(const struct strmap *m, const char *k, size_t len, uint64_t h)
+{
+	struct strmap_ent **pp = &m->b[h & (m->nb - 1)];
+	while (*pp && !((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->key, k, len) == 0))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+int
+strmap_put(struct strmap *m, const char *k, size_t len, uint64_t val)
+{
+	uint64_t h = strmap_hash(k, len);
+	struct strmap_ent **pp, *e;
+
+	if (m->n >= m->nb) {
+		size_t nb = m->nb ? 2 * m->nb : 64;
+		struct strmap_ent **b = calloc(nb, sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		for (size_t i = 0; i < m->nb; i++) {
+			while ((e = m->b[i])) {
+				m->b[i] = e->next;
+				e->next = b[e->hash & (nb - 1)];
+				b[e->hash & (nb - 1)] = e;
+			}
+		}
+		free(m->b);
+		m->b = b;
+		m->nb = nb;
+	}
+	pp = strmap_slot(m, k, len, h);
+	if (*pp) {
+		(*pp)->val = val;
+		return 0;
+	}
+	e = malloc(sizeof(*e) + len);
+	if (!e)
+		return -ENOMEM;
+	e->next = NULL;
+	e->hash = h;
+	e->val = val;
+	e->len = len;
+	memcpy(e->key, k, len);
+	*pp = e;
+	m->n++;
+	return 0;
+}
+
+int
+strmap_get(const struct strmap *m, const char *k, size_t len, uint64_t *val)
+{
+	struct strmap_ent *e;
+
+	if (!m->n)
+		return 0;
+	e = *strmap_slot(m, k, len, strmap_hash(k, len));
+	if (!e)
+		return 0;
+	if (val)
+		*val = e->val;
+	return 1;
+}
+
+int
+strmap_del(struct strmap *m, const char *k, size_t len)
+{
+	struct strmap_ent **pp, *e;
+
+	if (!m->n)
+		return 0;
+	pp = strmap_slot(m, k, len, strmap_hash(k, len));
+	if (!(e = *pp))
+		return 0;
+	*pp = e->next;
+	free(e);
+	m->n--;
+	return 1;
+}
+
+void
+strmap_prune(struct strmap *m, int (*drop)(uint64_t val, void *arg), void *arg)
+{
+	for (size_t i = 0; i < m->nb && m->n; i++) {
+		for (struct strmap_ent **pp = &m->b[i]; *pp;) {
+			struct strmap_ent *e = *pp;
+			if (drop(e->val, arg)) {
+				*pp = e->next;
+				free(e);
+				m->n--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+void
+strmap_clear(struct strmap *m)
+{
+	for (size_t i = 0; i < m->nb; i++) {
+		struct strmap_ent *e;
+		while ((e = m->b[i])) {
+			m->b[i] = e->next;
+			free(e);
+		}
+	}
+	free(m->b);
+	m->b = NULL;
+	m->n = m->nb = 0;
+}

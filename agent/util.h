@@ -38,6 +38,23 @@ void hex_encode(const unsigned char *in, size_t n, char *out);
  */
 int parse_duration(const char *s, uint64_t *secs);
 
+/*
+ * A hash map from byte strings to a uint64_t, chained. Zero-initialised is
+ * empty. strmap_put() adds or replaces (0, or -ENOMEM); strmap_get() finds
+ * (1 and *val, or 0); strmap_del() removes (1 if it was there);
+ * strmap_prune() removes the entries for which drop(val, arg) is true.
+ */
+struct strmap_ent;
+struct strmap {
+	struct strmap_ent **b;
+	size_t n, nb;
+};
+int strmap_put(struct strmap *m, const char *k, size_t len, uint64_t val);
+int strmap_get(const struct strmap *m, const char *k, size_t len, uint64_t *val);
+int strmap_del(struct strmap *m, const char *k, size_t len);
+void strmap_prune(struct strmap *m, int (*drop)(uint64_t val, void *arg), void *arg);
+void strmap_clear(struct strmap *m);
+
 /* Formats a byte count like "1.5 MiB" into out. */
 void fmt_bytes(uint64_t n, char *out, size_t len);
 

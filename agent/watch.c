@@ -29,6 +29,7 @@
 #define WATCH_SETTLE_MS 100
 #define WATCH_MAX_WAIT_MS 10000
 #define WATCH_MAX_PENDING 10000 /* more changed paths than this: scan the whole folder */
+#define WATCH_EXPECT_MS 5000    /* how long an expected event of the puller's is waited for */
 
 struct wdir {
 	struct folder *f;
@@ -50,6 +51,7 @@ struct watcher {
 	size_t ndirs;
 	int limit_warned;
 	int failed;
+	uint64_t own_dropped; /* events of the puller's own changes dropped */
 	int closed; /* handles closed so far, when stopping */
 };
 
@@ -74,13 +76,13 @@ pend_add(struct folder *f, const char *path, size_t len, uint64_t now)
 {
 	struct wpend *p;
 
+	uint64_t found;
+
 	if (f->full_scan_pending)
 		return;
-	for (p = f->wpend; p; p = p->next) {
-		if (strlen(p->path) == len && memcmp(p->path, path, len) == 0) {
-			p->last_ms = now;
-			return;
-		}
+	if (strmap_get(&f->wpend_map, path, len, &found)) {
+		((struct wpend *)(uintptr_t)found)->last_ms = now;
+		return;
 	}
 	if (f->nwpend >= WATCH_MAX_PENDING) {
 		f->full_scan_pending = 1;
@@ -88,7 +90,10 @@ pend_add(struct folder *f, const char *path, size_t len, uint64_t now)
 		return;
 	}
 	p = calloc(1, sizeof(*p));
-	if (!p || !(p->path = strndup(path, len))) {
+	if (!p || !(p->path = strndup(path, len)) ||
+	    strmap_put(&f->wpend_map, path, len, (uintptr_t)p) != 0) {
+		if (p)
+			free(p->path);
 		free(p);
 		f->full_scan_pending = 1;
 		f->full_scan_at_ms = now + WATCH_SETTLE_MS;
@@ -106,6 +111,7 @@ watch_folder_clear(struct folder *f)
 	struct watcher *w = f->ag->watch;
 
 	watch_folder_clear_pending(f);
+	strmap_clear(&f->own_changes);
 	if (!w)
 		return;
 	for (size_t i = 0; i < w->ndirs; i++) {
@@ -151,6 +157,7 @@ on_settle(uv_timer_t *t)
 			}
 			*pp = p->next;
 			f->nwpend--;
+			strmap_del(&f->wpend_map, p->path, strlen(p->path));
 			if (folder_add_scope(f, p->path) != 0)
 				f->scan_full = 1;
 			p->path = NULL;
@@ -175,6 +182,58 @@ watch_folder_clear_pending(struct folder *f)
 		free(p);
 	}
 	f->nwpend = 0;
+	strmap_clear(&f->wpend_map);
+}
+
+void
+watch_expect(struct folder *f, const char *name, size_t len)
+{
+	if (watch_available(f->ag))
+		strmap_put(&f->own_changes, name, len, now_ms() + WATCH_EXPECT_MS);
+}
+
+void
+watch_unexpect(struct folder *f, const char *name, size_t len)
+{
+	strmap_del(&f->own_changes, name, len);
+}
+
+#define EXPECT_RENAMED (1ull << 63)
+
+static int
+expect_expired(uint64_t until, void *arg)
+{
+	return (until & ~EXPECT_RENAMED) <= *(uint64_t *)arg;
+}
+
+/*
+ * Whether an event is the puller's own (watch_expect): the creation of a
+ * directory or a delete; or a file's rename into place, then the close of
+ * the descriptor it was written through (which names the file by its new
+ * name).
+ */
+static int
+own_change(struct folder *f, const char *path, size_t len, uint32_t mask)
+{
+	uint64_t v;
+
+	if (!(mask & (IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE)) ||
+	    !strmap_get(&f->own_changes, path, len, &v))
+		return 0;
+	if ((mask & (IN_MOVED_TO | IN_ISDIR)) == IN_MOVED_TO && !(v & EXPECT_RENAMED))
+		return strmap_put(&f->own_changes, path, len, v | EXPECT_RENAMED) == 0;
+	if ((mask & IN_CLOSE_WRITE) && !(v & EXPECT_RENAMED))
+		return 0;
+	strmap_del(&f->own_changes, path, len);
+	return 1;
+}
+
+void
+watch_tick(struct agent *ag, uint64_t now)
+{
+	for (struct folder *f = ag->folders; f; f = f->next)
+		if (f->own_changes.n)
+			strmap_prune(&f->own_changes, expect_expired, &now);
 }
 
 static void
@@ -235,6 +294,25 @@ on_inotify(uv_poll_t *h, int status, int events)
 			}
 			memcpy(path + len, ev->name, nl);
 			len += nl;
+			/*
+			 * The puller's own rename of a file into place, creation of a
+			 * directory (which it watches itself) or delete: it records what
+			 * it did, so neither the entry nor its parent's mtime is scanned.
+			 */
+			if (own_change(d->f, path, len, ev->mask)) {
+				w->own_dropped++;
+				continue;
+			}
+			if ((ev->mask & (IN_ISDIR | IN_ATTRIB)) == (IN_ISDIR | IN_ATTRIB) &&
+			    !(ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+				/* A directory's mode or times: its own entry, not what is in it. */
+				char dir[4096 + 256 + 8];
+				dir[0] = SCOPE_SHALLOW;
+				memcpy(dir + 1, path, len);
+				pend_add(d->f, dir, len + 1, now);
+				any = 1;
+				continue;
+			}
 			pend_add(d->f, path, len, now);
 			/* An entry added or removed changes the directory's own mtime. */
 			if (dl && (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))) {

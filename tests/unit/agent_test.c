@@ -872,6 +872,56 @@ TEST(pull_windows)
 	rmtmp();
 }
 
+static int
+drop_odd(uint64_t val, void *arg)
+{
+	(void)arg;
+	return val % 2 == 1;
+}
+
+/* strmap: add, replace, find, remove and prune across growth; keys are bytes, not strings. */
+TEST(strmap)
+{
+	struct strmap m = {0};
+	char key[32];
+	uint64_t v;
+
+	ASSERT_EQ(strmap_get(&m, "x", 1, &v), 0);
+	ASSERT_EQ(strmap_del(&m, "x", 1), 0);
+	for (int i = 0; i < 10000; i++) {
+		int n = snprintf(key, sizeof(key), "dir/%d", i);
+		ASSERT_EQ(strmap_put(&m, key, (size_t)n, (uint64_t)i), 0);
+	}
+	ASSERT_UEQ(m.n, 10000);
+	ASSERT_EQ(strmap_put(&m, "dir/7", 5, 70), 0); /* replaces */
+	ASSERT_UEQ(m.n, 10000);
+	ASSERT_EQ(strmap_get(&m, "dir/7", 5, &v), 1);
+	ASSERT_UEQ(v, 70);
+	ASSERT_EQ(strmap_get(&m, "dir/9999", 8, &v), 1);
+	ASSERT_UEQ(v, 9999);
+	ASSERT_EQ(strmap_get(&m, "dir/999", 7, &v), 1);
+	ASSERT_UEQ(v, 999);
+	ASSERT_EQ(strmap_get(&m, "dir/99999", 9, &v), 0);
+	ASSERT_EQ(strmap_get(&m, "dir/1\0", 6, &v), 0); /* a key with a NUL is its own key */
+	ASSERT_EQ(strmap_put(&m, "dir/1\0", 6, 5), 0);
+	ASSERT_EQ(strmap_get(&m, "dir/1", 5, &v), 1);
+	ASSERT_UEQ(v, 1);
+	ASSERT_EQ(strmap_del(&m, "dir/1\0", 6), 1);
+	ASSERT_EQ(strmap_del(&m, "dir/5", 5), 1);
+	ASSERT_EQ(strmap_del(&m, "dir/5", 5), 0);
+	ASSERT_UEQ(m.n, 9999);
+	strmap_prune(&m, drop_odd, NULL);
+	ASSERT_UEQ(m.n, 5001); /* 0, 2, ..., 9998 (5,000) and dir/7 = 70 */
+	ASSERT_EQ(strmap_get(&m, "dir/3", 5, &v), 0);
+	ASSERT_EQ(strmap_get(&m, "dir/4", 5, &v), 1);
+	ASSERT_EQ(strmap_get(&m, "dir/7", 5, &v), 1);
+	strmap_clear(&m);
+	ASSERT_UEQ(m.n, 0);
+	ASSERT_EQ(strmap_get(&m, "dir/4", 5, &v), 0);
+	ASSERT_EQ(strmap_put(&m, "again", 5, 1), 0);
+	strmap_clear(&m);
+}
+
 TEST_LIST_BEGIN
 TEST_ENTRY(config_roundtrip)
 TEST_ENTRY(config_errors)
@@ -885,4 +935,5 @@ TEST_ENTRY(parallel_chunking)
 TEST_ENTRY(peer_log_rate_limit)
 TEST_ENTRY(ls_pages_past_tombstones)
 TEST_ENTRY(pull_windows)
+TEST_ENTRY(strmap)
 TEST_LIST_END
