@@ -43,6 +43,7 @@ struct store {
 	uint32_t readers_cleared;
 	_Atomic unsigned long reads; /* entries read: store__note_reads() */
 	_Atomic unsigned long map_trims;
+	_Atomic unsigned long long trim_ms; /* when the reads last unmapped (ms, monotonic) */
 };
 
 struct store_txn {
@@ -60,6 +61,7 @@ struct store_txn {
  */
 void store__note_read(struct store_txn *txn, const void *p);
 #define STORE__TRIM_EVERY 256u
+#define STORE__TRIM_MIN_MS 100u
 
 /* Translates an LMDB or errno code (0 stays 0); notes MDB_MAP_FULL in txn. */
 int store__err(struct store_txn *txn, int rc);
