@@ -805,6 +805,8 @@ on_tick(uv_timer_t *t)
 	}
 	dial_devices(ag, now);
 	trim_when_quiet(ag, now);
+	/* What a scan or pull left mapped of the index, once it is done (docs/storage.md). */
+	store_trim_map_idle(ag->store);
 	watch_tick(ag, now);
 	for (struct folder *f = ag->folders; f; f = f->next) {
 		/* A folder whose path was missing (an unmounted disk) is tried again. */

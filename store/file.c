@@ -747,7 +747,7 @@ store_file_get(struct store_txn *txn, uint32_t folder, uint32_t dev, const char 
 	}
 	rec_decode(&r, with_blocks, arrays, f);
 	f->owned = arrays;
-	store__note_read(txn, v.mv_data);
+	store__note_read(txn);
 	return 0;
 }
 
@@ -798,7 +798,7 @@ store_files_each(struct store_txn *txn, uint32_t folder, uint32_t dev, const cha
 	if (rc == 0 && skip && k.mv_size == klen && memcmp(k.mv_data, key, klen) == 0)
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	while (rc == 0 && k.mv_size > STORE__FD_LEN && memcmp(k.mv_data, key, STORE__FD_LEN) == 0) {
-		store__note_read(txn, v.mv_data);
+		store__note_read(txn);
 		rc = visit(&v, with_blocks, &a, cb, arg);
 		if (rc)
 			goto out;
@@ -845,7 +845,7 @@ store_seq_each(struct store_txn *txn, uint32_t folder, uint32_t dev, uint64_t af
 			rc = rc == MDB_NOTFOUND ? STORE_ECORRUPT : store__err(txn, rc);
 			goto out;
 		}
-		store__note_read(txn, fv.mv_data);
+		store__note_read(txn);
 		rc = visit(&fv, with_blocks, &a, cb, arg);
 		if (rc)
 			goto out;

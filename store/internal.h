@@ -41,9 +41,9 @@ struct store {
 	size_t map_max;	   /* growth cap */
 	uint32_t map_grows;
 	uint32_t readers_cleared;
-	_Atomic unsigned long reads; /* entries read: store__note_reads() */
+	_Atomic unsigned long work;  /* entries read and commits: store_trim_map_idle() */
+	unsigned long work_seen;     /* work at the last store_trim_map_idle() */
 	_Atomic unsigned long map_trims;
-	_Atomic unsigned long long trim_ms; /* when the reads last unmapped (ms, monotonic) */
 };
 
 struct store_txn {
@@ -55,13 +55,12 @@ struct store_txn {
 	size_t scratch_cap;
 };
 
-/*
- * Counts an entry read at p (its value) in txn; every STORE__TRIM_EVERY
- * reads of read transactions, unmaps the map as store_trim_map() says.
- */
-void store__note_read(struct store_txn *txn, const void *p);
-#define STORE__TRIM_EVERY 256u
-#define STORE__TRIM_MIN_MS 100u
+/* Counts an entry read (see store_trim_map_idle()). */
+static inline void
+store__note_read(struct store_txn *txn)
+{
+	atomic_fetch_add_explicit(&txn->s->work, 1, memory_order_relaxed);
+}
 
 /* Translates an LMDB or errno code (0 stays 0); notes MDB_MAP_FULL in txn. */
 int store__err(struct store_txn *txn, int rc);

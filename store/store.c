@@ -413,32 +413,11 @@ unmap_pages_around(const void *p)
 	return done;
 }
 
-static unsigned long long
-mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000;
-}
-
-/*
- * Reads and commits unmap at most every STORE__TRIM_MIN_MS: each unmap makes
- * the next reads fault their pages in again (a no-change rescan of a million
- * files took 5.4 s instead of 3.4 s when it unmapped every 256 reads).
- */
-static int
-trim_due(struct store *s)
-{
-	return mono_ms() - atomic_load_explicit(&s->trim_ms, memory_order_relaxed) >=
-	       STORE__TRIM_MIN_MS;
-}
-
 static int
 trim_at(struct store *s, const void *p)
 {
 	if (!p || resident_file_bytes() < STORE_MAP_RESIDENT_MAX || !unmap_pages_around(p))
 		return 0;
-	atomic_store_explicit(&s->trim_ms, mono_ms(), memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->map_trims, 1, memory_order_relaxed);
 	return 1;
 }
@@ -467,18 +446,16 @@ store_map_trims(struct store *s)
 	return atomic_load_explicit(&s->map_trims, memory_order_relaxed);
 }
 
-void
-store__note_read(struct store_txn *txn, const void *p)
+int
+store_trim_map_idle(struct store *s)
 {
-	struct store *s = txn->s;
-	unsigned long before;
+	unsigned long work = atomic_load_explicit(&s->work, memory_order_relaxed);
 
-	/* A write transaction's values may lie in its own dirty pages, not in the map. */
-	if (txn->write)
-		return;
-	before = atomic_fetch_add_explicit(&s->reads, 1, memory_order_relaxed);
-	if ((before + 1) % STORE__TRIM_EVERY == 0 && trim_due(s))
-		trim_at(s, p);
+	if (work != s->work_seen) {
+		s->work_seen = work;
+		return 0;
+	}
+	return store_trim_map(s);
 }
 
 /* ---- transactions ---- */
@@ -570,9 +547,7 @@ store_write(struct store *s, int (*fn)(struct store_txn *txn, void *arg), void *
 	}
 	s->writing = 0;
 	free(txn.scratch);
-	/* A write transaction reads the pages it changes through the map too. */
-	if (rc == 0 && trim_due(s) && resident_file_bytes() >= STORE_MAP_RESIDENT_MAX)
-		store_trim_map(s);
+	atomic_fetch_add_explicit(&s->work, 1, memory_order_relaxed);
 	return rc;
 }
 

@@ -52,12 +52,15 @@ enum {
  * kernel to reclaim than unmapped page cache). Above STORE_MAP_RESIDENT_MAX
  * of file-backed pages in the process, store_trim_map() unmaps the map's
  * pages (madvise MADV_DONTNEED; they stay in the page cache, and a later
- * read maps them again). Reads call it every few thousand entries, so a pass
- * over a million files holds about this much. Returns 1 when it unmapped.
+ * read maps them again). Returns 1 when it unmapped.
+ * store_trim_map_idle() does it only when nothing was read or committed
+ * since its last call: call it periodically (the agent: every second), so
+ * that long passes are not slowed by faulting their pages in again.
  */
 #define STORE_MAP_RESIDENT_MAX (32u << 20)
 struct store;
 int store_trim_map(struct store *s);
+int store_trim_map_idle(struct store *s);
 /* How many times store_trim_map() unmapped since the store was opened. */
 unsigned long store_map_trims(struct store *s);
 
