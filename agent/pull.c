@@ -769,7 +769,8 @@ plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_
 
 	if (rc != 0)
 		return rc;
-	qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
+	if (x.n > 1)
+		qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
 	*names = calloc(x.n ? x.n : 1, sizeof(**names));
 	if (!*names) {
 		items_free(x.items, x.n);
@@ -2631,7 +2632,8 @@ item_keep(struct need_item **list, size_t *n, size_t *cap, struct need_item *it)
 static void
 window_take(struct puller *p, struct plan_ctx *x)
 {
-	qsort(x->items, x->n, sizeof(*x->items), item_cmp_order);
+	if (x->n > 1)
+		qsort(x->items, x->n, sizeof(*x->items), item_cmp_order);
 	p->items = x->items;
 	p->nitems = x->n;
 	p->next = 0;
@@ -2869,7 +2871,8 @@ again:
 				continue;
 			}
 			/* Deepest first: reverse name order puts children before parents. */
-			qsort(p->deldirs, p->ndeldirs, sizeof(*p->deldirs), item_cmp_name);
+			if (p->ndeldirs > 1)
+				qsort(p->deldirs, p->ndeldirs, sizeof(*p->deldirs), item_cmp_name);
 			for (size_t i = p->ndeldirs; i-- > 0;) {
 				do_delete(p, &p->deldirs[i]);
 				if (p->nbatch >= PULL_RECORD_BATCH)
@@ -2882,7 +2885,8 @@ again:
 			pull_flush(p);
 			restore_touched(p);
 			/* Deepest first, so setting a child's mtime does not disturb its parent. */
-			qsort(p->dirs, p->ndirs, sizeof(*p->dirs), item_cmp_name);
+			if (p->ndirs > 1)
+				qsort(p->dirs, p->ndirs, sizeof(*p->dirs), item_cmp_name);
 			for (size_t i = p->ndirs; i-- > 0;)
 				do_dirmeta(p, &p->dirs[i]);
 			p->phase = PH_DONE;
