@@ -56,6 +56,7 @@ struct store_txn {
 };
 
 /* Counts an entry read (see store_trim_map_idle()). */
+#define STORE__IDLE_WORK 4096u /* fewer reads and commits than this between calls: idle */
 static inline void
 store__note_read(struct store_txn *txn)
 {

@@ -53,9 +53,10 @@ enum {
  * of file-backed pages in the process, store_trim_map() unmaps the map's
  * pages (madvise MADV_DONTNEED; they stay in the page cache, and a later
  * read maps them again). Returns 1 when it unmapped.
- * store_trim_map_idle() does it only when nothing was read or committed
- * since its last call: call it periodically (the agent: every second), so
- * that long passes are not slowed by faulting their pages in again.
+ * store_trim_map_idle() does it only when fewer than a few thousand entries
+ * were read or committed since its last call: call it periodically (the
+ * agent: every second), so that long passes are not slowed by faulting
+ * their pages in again.
  */
 #define STORE_MAP_RESIDENT_MAX (32u << 20)
 struct store;
