@@ -73,6 +73,13 @@
 #define PULL_RETRY_MS 5000
 #define PULL_RUN_MAX (64u << 20)      /* the longest range of local blocks copied by one job */
 #define PULL_RELEASE_MIN (16u << 20)  /* a replaced file this big is freed off the critical path */
+/*
+ * A large file's received blocks are handed to the disk every this many
+ * bytes (sync_file_range WRITE, which does not wait). With plenty of memory
+ * the kernel would otherwise keep a whole GiB dirty until the finish job's
+ * sync, and the disk would start only once the network was done.
+ */
+#define PULL_WRITEBACK_KICK (16u << 20)
 #define DURABLE_PULL_BYTES (1u << 20) /* a pull this big is kept in the durable event log */
 /*
  * A pull plans a window of at most PULL_WINDOW needed items per device at a
@@ -169,6 +176,7 @@ struct pull_file {
 	uint64_t unsaved;   /* what it counts in the puller's unsaved_bytes */
 	struct stat st;
 	pthread_mutex_t wlock; /* one writer at a time (write_work) */
+	uint64_t unkicked;     /* bytes written since the last writeback kick (under wlock) */
 };
 
 /*
@@ -1282,6 +1290,7 @@ write_work(uv_work_t *w)
 		if ((j->rc = temp_create(pf, 0)) != 0)
 			return;
 	}
+	int kick = 0;
 	pthread_mutex_lock(&pf->wlock);
 	while (off < j->len) {
 		ssize_t r = pwrite(pf->fd, j->data + off, j->len - off,
@@ -1294,9 +1303,17 @@ write_work(uv_work_t *w)
 		}
 		off += (size_t)r;
 	}
+	pf->unkicked += off;
+	if (pf->unkicked >= PULL_WRITEBACK_KICK) {
+		pf->unkicked = 0;
+		kick = 1;
+	}
 	pthread_mutex_unlock(&pf->wlock);
 	if (off < j->len)
 		return;
+	/* Start writing what is dirty now, so the disk works while the rest arrives. */
+	if (kick)
+		sync_file_range(pf->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (pf->rf.nblocks == 1) {
 		/* The whole file is here: its mtime marks it finished for a next run (open_work). */
 		struct timespec ts[2];
