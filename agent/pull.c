@@ -651,17 +651,6 @@ items_free(struct need_item *items, size_t n)
  * everything else, up to x->end (set when there are more windows). The first
  * window (count_all) also counts the whole plan.
  */
-static int plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
-		       enum folder_mode mode, int collect, uint64_t self_id, const char *after,
-		       size_t after_len, int deleting, int count_all, struct plan_ctx *x);
-
-static int
-plan(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
-     int collect, uint64_t self_id, struct plan_ctx *x)
-{
-	return plan_window(st, folder, devs, ndevs, mode, collect, self_id, NULL, 0, 0, 1, x);
-}
-
 static int
 plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 	    enum folder_mode mode, int collect, uint64_t self_id, const char *after,
@@ -757,7 +746,7 @@ plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	store_read_end(txn);
 	local->files = cp.files;
 	local->bytes = cp.bytes;
-	rc = plan(st, folder, devs, ndevs, mode, 0, 0, &x);
+	rc = plan_window(st, folder, devs, ndevs, mode, 0, 0, NULL, 0, 0, 1, &x);
 	if (rc != 0)
 		return rc;
 	*need = x.need;
@@ -2455,10 +2444,11 @@ do_dir(struct puller *p, struct need_item *it)
 		if (mkdirat(dfd, base, 0700) == 0) {
 			watch_dir(p->f, it->name);
 		} else {
+			int e = errno;
 			watch_unexpect(p->f, it->name, it->name_len);
-			if (errno != EEXIST) {
+			if (e != EEXIST) {
 				log_warn("%s: cannot create directory %s: %s", p->f->id, it->name,
-					 strerror(errno));
+					 strerror(e));
 				p->failures++;
 			}
 		}

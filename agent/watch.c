@@ -51,7 +51,6 @@ struct watcher {
 	size_t ndirs;
 	int limit_warned;
 	int failed;
-	uint64_t own_dropped; /* events of the puller's own changes dropped */
 	int closed; /* handles closed so far, when stopping */
 };
 
@@ -75,7 +74,6 @@ static void
 pend_add(struct folder *f, const char *path, size_t len, uint64_t now)
 {
 	struct wpend *p;
-
 	uint64_t found;
 
 	if (f->full_scan_pending)
@@ -299,10 +297,8 @@ on_inotify(uv_poll_t *h, int status, int events)
 			 * directory (which it watches itself) or delete: it records what
 			 * it did, so neither the entry nor its parent's mtime is scanned.
 			 */
-			if (own_change(d->f, path, len, ev->mask)) {
-				w->own_dropped++;
+			if (own_change(d->f, path, len, ev->mask))
 				continue;
-			}
 			if ((ev->mask & (IN_ISDIR | IN_ATTRIB)) == (IN_ISDIR | IN_ATTRIB) &&
 			    !(ev->mask & (IN_CREATE | IN_MOVED_TO))) {
 				/* A directory's mode or times: its own entry, not what is in it. */

@@ -413,31 +413,21 @@ unmap_pages_around(const void *p)
 	return done;
 }
 
-static int
-trim_at(struct store *s, const void *p)
-{
-	if (!p || resident_file_bytes() < STORE_MAP_RESIDENT_MAX || !unmap_pages_around(p))
-		return 0;
-	atomic_fetch_add_explicit(&s->map_trims, 1, memory_order_relaxed);
-	return 1;
-}
-
 int
 store_trim_map(struct store *s)
 {
 	struct store_txn *txn;
-	MDB_val k, v;
-	int rc;
+	MDB_val k = {6, (void *)"schema"}, v;
+	int done;
 
-	if (store_read_begin(s, &txn) != 0)
+	if (resident_file_bytes() < STORE_MAP_RESIDENT_MAX || store_read_begin(s, &txn) != 0)
 		return 0;
 	/* Any value read in a read transaction lies in the map. */
-	k.mv_size = 6;
-	k.mv_data = "schema";
-	rc = mdb_get(txn->t, s->meta, &k, &v);
-	rc = rc == 0 ? trim_at(s, v.mv_data) : 0;
+	done = mdb_get(txn->t, s->meta, &k, &v) == 0 && unmap_pages_around(v.mv_data);
 	store_read_end(txn);
-	return rc;
+	if (done)
+		atomic_fetch_add_explicit(&s->map_trims, 1, memory_order_relaxed);
+	return done;
 }
 
 unsigned long

@@ -768,6 +768,24 @@ win_find(char **list, size_t n, const char *name)
 	return -1;
 }
 
+/* Where name is in order, which must hold it exactly once. */
+static long
+win_once(char **order, size_t n, const char *name)
+{
+	long at = win_find(order, n, name);
+	ASSERT(at >= 0);
+	ASSERT(win_find(order + at + 1, n - (size_t)at - 1, name) < 0);
+	return at;
+}
+
+static void
+win_free(char **order, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(order[i]);
+	free(order);
+}
+
 /* Runs one sweep of windows; returns the names in planning order (*n of them). */
 static char **
 win_sweep(struct store *st, struct win_fill *x, int deleting, size_t *n, size_t *nwindows)
@@ -830,9 +848,7 @@ TEST(pull_windows)
 	ASSERT(windows >= 10);
 	ASSERT_UEQ(n, x.nwant);
 	for (size_t i = 0; i < x.nwant; i++) {
-		long at = win_find(order, n, x.want[i]);
-		ASSERT(at >= 0);
-		ASSERT(win_find(order + at + 1, n - (size_t)at - 1, x.want[i]) < 0);
+		long at = win_once(order, n, x.want[i]);
 		/* Its directory was planned before it. */
 		const char *slash = strrchr(x.want[i], '/');
 		if (slash) {
@@ -843,21 +859,14 @@ TEST(pull_windows)
 			free(parent);
 		}
 	}
-	for (size_t i = 0; i < n; i++)
-		free(order[i]);
-	free(order);
+	win_free(order, n);
 
 	order = win_sweep(st, &x, 1, &n, &windows);
 	ASSERT(windows >= 2);
 	ASSERT_UEQ(n, x.ngone);
-	for (size_t i = 0; i < x.ngone; i++) {
-		long at = win_find(order, n, x.gone[i]);
-		ASSERT(at >= 0);
-		ASSERT(win_find(order + at + 1, n - (size_t)at - 1, x.gone[i]) < 0);
-	}
-	for (size_t i = 0; i < n; i++)
-		free(order[i]);
-	free(order);
+	for (size_t i = 0; i < x.ngone; i++)
+		win_once(order, n, x.gone[i]);
+	win_free(order, n);
 
 	for (size_t i = 0; i < x.nwant; i++)
 		free(x.want[i]);

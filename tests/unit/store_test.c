@@ -531,6 +531,19 @@ collect_names(const struct store_file *f, void *arg)
 	return 0;
 }
 
+/* Both iterations of folder 1's local index see want entries. */
+static void
+count_both(struct store_txn *txn, int with_blocks, size_t want)
+{
+	size_t n = 0;
+
+	ASSERT_OK(store_files_each(txn, 1, STORE_LOCAL, NULL, 0, with_blocks, collect_names, &n));
+	ASSERT_UEQ(n, want);
+	n = 0;
+	ASSERT_OK(store_seq_each(txn, 1, STORE_LOCAL, 0, with_blocks, collect_names, &n));
+	ASSERT_UEQ(n, want);
+}
+
 TEST(long_names)
 {
 	struct store_block blocks[5][4];
@@ -539,7 +552,7 @@ TEST(long_names)
 	char *names[5];
 	struct store *s;
 	struct store_txn *txn;
-	size_t i, n = 0;
+	size_t i;
 	struct get_put gp;
 
 	tmp_make();
@@ -566,11 +579,7 @@ TEST(long_names)
 	ASSERT_OK(store_write(s, reput, &gp));
 	ASSERT_EQ(get_cp(s, 1, STORE_LOCAL).files, 5);
 	ASSERT_OK(store_read_begin(s, &txn));
-	ASSERT_OK(store_files_each(txn, 1, STORE_LOCAL, NULL, 0, 0, collect_names, &n));
-	ASSERT_UEQ(n, 5);
-	n = 0;
-	ASSERT_OK(store_seq_each(txn, 1, STORE_LOCAL, 0, 0, collect_names, &n));
-	ASSERT_UEQ(n, 5);
+	count_both(txn, 0, 5);
 	{
 		/* store_name_order() is the order of the iteration, long names included. */
 		struct order_check o = {0};
@@ -1330,7 +1339,6 @@ TEST(map_trim)
 	struct store_stat st;
 	struct store_file f;
 	struct batch b = {0, 1000, 16, 0};
-	size_t n = 0;
 	char name[32];
 
 	tmp_make();
@@ -1342,11 +1350,7 @@ TEST(map_trim)
 	ASSERT_OK(store_stat_get(s, &st));
 	ASSERT(st.used_bytes > 2 * (uint64_t)STORE_MAP_RESIDENT_MAX);
 	ASSERT_OK(store_read_begin(s, &txn));
-	ASSERT_OK(store_files_each(txn, 1, STORE_LOCAL, NULL, 0, 1, collect_names, &n));
-	ASSERT_UEQ(n, 100000);
-	n = 0;
-	ASSERT_OK(store_seq_each(txn, 1, STORE_LOCAL, 0, 1, collect_names, &n));
-	ASSERT_UEQ(n, 100000);
+	count_both(txn, 1, 100000);
 	printf("map_trim: database %.1f MiB, mapped after the pass %.1f MiB\n",
 	       (double)st.used_bytes / 1048576, (double)resident_file_bytes() / 1048576);
 	/* The pass itself is not slowed down: its pages stay mapped. */
