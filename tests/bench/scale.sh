@@ -14,7 +14,12 @@
 #           agent); the start-up baseline is `shoal --version`
 #   status  `shoal --home A status --json` (median of LS_REPS)
 #   rescan  `shoal --home A scan FOLDER --wait` of the unchanged tree (median
-#           of RESCAN_REPS)
+#           of RESCAN_REPS); meanwhile `shoal status` is asked back to back
+#           (it is answered on A's event loop): its slowest answer shows how
+#           long a rescan keeps the loop from peers and the CLI
+#   edit    one file rewritten on A -> B has the new bytes (median of
+#           EDIT_REPS, 1 s apart; the watcher, a scoped scan, the index
+#           exchange and B's pull, in a folder of N files)
 #   lmdb    size of A's and B's index.lmdb/data.mdb (allocated and apparent)
 # For every timed phase: wall, CPU (utime+stime, all threads) and peak RSS
 # (VmHWM, reset through /proc/PID/clear_refs at the phase start) of A and B.
@@ -24,7 +29,7 @@
 # `unshare -r -n` is needed. A and B share an empty folder "hello" from the
 # start so that they are connected before the first phase.
 #
-# Knobs: SCALE_COUNTS="10000 100000 1000000" SEED=1 LS_REPS=5 RESCAN_REPS=3
+# Knobs: SCALE_COUNTS="10000 100000 1000000" SEED=1 LS_REPS=5 RESCAN_REPS=3 EDIT_REPS=5
 #   POLL_S (status poll interval; default 0.1, 0.5 from 500k files)
 #   PHASE_TIMEOUT_S=3600 KEEP_WORK=0 SHOAL_BIN=<repo>/build/agent/shoal
 #   SCALE_PORT_A=22301 SCALE_PORT_B=22302
@@ -50,6 +55,7 @@ SCALE_COUNTS=${SCALE_COUNTS:-10000 100000 1000000}
 SEED=${SEED:-1}
 LS_REPS=${LS_REPS:-5}
 RESCAN_REPS=${RESCAN_REPS:-3}
+EDIT_REPS=${EDIT_REPS:-5}
 PHASE_TIMEOUT_S=${PHASE_TIMEOUT_S:-3600}
 KEEP_WORK=${KEEP_WORK:-0}
 SHOAL_BIN=${SHOAL_BIN:-$REPO/build/agent/shoal}
@@ -262,12 +268,28 @@ for N in $SCALE_COUNTS; do
   # --- no-change rescan on A
   walls=()
   m_begin
+  rm -f "$WORK/stall" "$WORK/stall.stop"
+  "$PY" "$HELPER" stall-probe "$WORK/stall" "$SHOAL_BIN" "${HOME_[A]}" &
+  probe=$!; BG_PIDS+=("$probe")
   for ((r = 0; r < RESCAN_REPS; r++)); do
     t0=$(now); cli A scan big --wait >/dev/null; walls+=("$(fsub "$(now)" "$t0")")
   done
+  touch "$WORK/stall.stop"; wait "$probe" || true
+  stall=$(cat "$WORK/stall" 2>/dev/null || echo '{}')
   med=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  m_end rescan "$med" "no-change rescan x$RESCAN_REPS: ${walls[*]}"
+  m_end rescan "$med" "no-change rescan x$RESCAN_REPS: ${walls[*]}; status meanwhile: $stall"
   trow "no-change rescan" "$med s" "$R_CPU_A" "$R_CPU_B" "$R_RSS_A" "$R_RSS_B" "median of $RESCAN_REPS (${walls[*]}); CPU for all"
+  trow "status during the rescans" "$(jget "['max_ms']" <<<"$stall") ms slowest" - - - - "median $(jget "['median_ms']" <<<"$stall") ms of $(jget "['n']" <<<"$stall") (answered on A's event loop)"
+
+  # --- one edit on A -> B
+  m_begin
+  ef=g00/d00000/f0000000
+  if e=$("$PY" "$HELPER" edit-latency "$D/A/$ef" "$D/B/$ef" "$EDIT_REPS"); then
+    m_end edit "$(jget "['median_ms']" <<<"$e")" "edit latency ms: $e"
+    trow "one edit A -> B" "$(jget "['median_ms']" <<<"$e") ms" "$R_CPU_A" "$R_CPU_B" "$R_RSS_A" "$R_RSS_B" "median of $EDIT_REPS, slowest $(jget "['max_ms']" <<<"$e") ms; CPU for all"
+  else
+    m_end edit FAIL "$e"; trow "one edit A -> B" FAIL - - - - "$e"
+  fi
 
   # --- LMDB sizes
   sz() { echo "$(du -k "$1" | awk '{printf "%.0f", $1/1024}') MiB used / $(stat -c %s "$1" | awk '{printf "%.0f", $1/1048576}') MiB apparent"; }

@@ -22,6 +22,13 @@ Every subcommand prints one line of JSON and exits 0, or 1 on failure.
                         ("anonA fileA anonB fileB ..." in MiB) after each sample.
   cli-time REPS CMD...  median wall ms of a command (for the process start-up
                         baseline and `status --json`).
+  stall-probe OUT BIN HOME
+                        runs `shoal status --json` (answered on the agent's
+                        event loop) back to back until OUT.stop exists, then
+                        writes the median and slowest wall ms to OUT.
+  edit-latency A_FILE B_FILE REPS
+                        rewrites A_FILE with a new line and times until B_FILE
+                        holds it; median and slowest of REPS, 1 s apart.
 """
 import hashlib
 import json
@@ -152,7 +159,50 @@ def rss_peak(outp, *pids):
         time.sleep(0.1)
 
 
-CMDS = {"rss-peak": rss_peak, "gen": gen, "tree-sum": tree_sum, "ls-time": ls_time, "cli-time": cli_time}
+def stall_probe(outp, binary, home):
+    """Asks the agent for its status (over its control socket, answered on its
+    event loop) again and again until outp.stop exists: the slowest answer is
+    how long the loop was busy with something else."""
+    walls = []
+    while not os.path.exists(outp + ".stop"):
+        t0 = time.perf_counter()
+        subprocess.run([binary, "--home", home, "status", "--json"], capture_output=True)
+        walls.append((time.perf_counter() - t0) * 1000)
+    with open(outp, "w") as f:
+        json.dump({"n": len(walls), "median_ms": round(statistics.median(walls), 1) if walls else None,
+                   "max_ms": round(max(walls), 1) if walls else None}, f)
+    return 0
+
+
+def edit_latency(a_file, b_file, reps, timeout_s=120):
+    """Writes new content into a_file (a few dozen bytes, in place, like an
+    editor's save) and times how long until b_file has it; median of reps,
+    one second apart."""
+    walls = []
+    for r in range(int(reps)):
+        want = b"edit %d at %.6f\n" % (r, time.time())
+        t0 = time.perf_counter()
+        with open(a_file, "wb") as f:
+            f.write(want)
+        while True:
+            try:
+                with open(b_file, "rb") as f:
+                    if f.read() == want:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - t0 > float(timeout_s):
+                out({"error": "B did not get edit %d in %s s" % (r, timeout_s)})
+                return 1
+            time.sleep(0.005)
+        walls.append((time.perf_counter() - t0) * 1000)
+        time.sleep(1)
+    out({"median_ms": round(statistics.median(walls), 1), "max_ms": round(max(walls), 1),
+         "walls_ms": [round(w, 1) for w in walls]})
+    return 0
+
+
+CMDS = {"rss-peak": rss_peak, "stall-probe": stall_probe, "edit-latency": edit_latency, "gen": gen, "tree-sum": tree_sum, "ls-time": ls_time, "cli-time": cli_time}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in CMDS:
