@@ -261,16 +261,114 @@ agent_local_index_changed(struct agent *ag, struct folder *f)
 			conn_index_changed(d->conn, f);
 }
 
+/*
+ * Counting a folder's global and need figures walks every device's index
+ * (pull.c, "counting in slices"). A folder that fits in one slice is counted
+ * at once, as before; a larger one a slice per loop turn (ag->slice_idle), so
+ * that peers and the CLI are answered meanwhile, and at most once per
+ * COUNT_GAP times as long as its last count took: a busy folder of a million
+ * files is not counted after every edit.
+ */
+#define COUNT_GAP 4
+
+size_t
+agent_slice_entries(void)
+{
+	static size_t v;
+	if (!v) {
+		const char *e = getenv("SHOAL_SLICE");
+		v = e && atoi(e) >= 2 ? (size_t)atoi(e) : 16384;
+	}
+	return v;
+}
+
+static void on_slice_idle(uv_idle_t *h);
+
+static void
+counts_slice(struct folder *f)
+{
+	struct agent *ag = f->ag;
+	uint64_t now = now_ms();
+	int done = 0, rc;
+
+	if (!f->counting) {
+		uint32_t devs[64];
+		size_t n = 0;
+		if (!f->counts_wanted || now < f->count_next_ms)
+			return;
+		for (struct device *d = ag->devices; d && n < 64; d = d->next)
+			if (folder_shared_with(f, d))
+				devs[n++] = d->num;
+		if (plan_count_begin(f->num, devs, n, f->mode, &f->counting) != 0)
+			return;
+		f->counts_wanted = 0;
+		f->count_started_ms = now;
+	}
+	rc = plan_count_step(f->counting, ag->store, agent_slice_entries(), &done);
+	if (rc == 0 && !done) {
+		agent_slices_start(ag);
+		return;
+	}
+	if (rc == 0) {
+		struct store_txn *txn;
+		struct store_checkpoint cp;
+		if ((rc = store_read_begin(ag->store, &txn)) == 0) {
+			rc = store_checkpoint_get(txn, f->num, STORE_LOCAL, &cp);
+			store_read_end(txn);
+		}
+		if (rc == 0) {
+			f->local.files = cp.files;
+			f->local.bytes = cp.bytes;
+			plan_count_result(f->counting, &f->local, &f->global, &f->need);
+		}
+	}
+	if (rc != 0) {
+		log_debug("%s: cannot count what it needs: %s", f->id, store_strerror(rc));
+		f->counts_wanted = 1; /* again at a later tick */
+	}
+	plan_count_free(f->counting);
+	f->counting = NULL;
+	now = now_ms();
+	f->count_next_ms = now + COUNT_GAP * (now - f->count_started_ms);
+	if (now - f->count_started_ms >= 1000)
+		log_debug("%s: counted what it needs in %.2f s", f->id,
+			  (double)(now - f->count_started_ms) / 1000.0);
+}
+
+static void
+on_slice_idle(uv_idle_t *h)
+{
+	struct agent *ag = h->data;
+	int busy = 0;
+
+	for (struct folder *f = ag->folders; f; f = f->next) {
+		busy |= scan_slice(f);
+		if (f->counting)
+			counts_slice(f);
+		busy |= f->counting != NULL;
+	}
+	if (!busy) {
+		uv_idle_stop(&ag->slice_idle);
+		ag->slice_idle_on = 0;
+	}
+}
+
+void
+agent_slices_start(struct agent *ag)
+{
+	if (!ag->slice_idle_on && !ag->stopping) {
+		uv_idle_start(&ag->slice_idle, on_slice_idle);
+		ag->slice_idle_on = 1;
+	}
+}
+
+/* The figures are counted again: now when the folder is small, else soon (above). */
 static void
 folder_update_counts(struct folder *f)
 {
-	uint32_t devs[64];
-	size_t n = 0;
-
-	for (struct device *d = f->ag->devices; d && n < 64; d = d->next)
-		if (folder_shared_with(f, d))
-			devs[n++] = d->num;
-	plan_counts(f->ag->store, f->num, devs, n, f->mode, &f->local, &f->global, &f->need);
+	f->counts_wanted = 1;
+	if (!f->counting)
+		counts_slice(f);
 }
 
 int
@@ -389,12 +487,15 @@ folder_open_root(struct folder *f)
 	}
 	f->scan_wanted = 1;
 	f->pull_wanted = 1;
+	folder_dirty_all(f);
 }
 
 static void
 folder_free(struct folder *f)
 {
 	watch_folder_clear(f);
+	strmap_clear(&f->dirty);
+	plan_count_free(f->counting);
 	folder_drop_scopes(f);
 	if (f->rootfd >= 0)
 		close(f->rootfd);
@@ -549,6 +650,7 @@ agent_apply_config(struct agent *ag)
 				f->nshares = cf->nshares;
 			}
 			f->pull_wanted = 1;
+			folder_dirty_all(f);
 		}
 	}
 	for (struct folder **pp = &ag->folders; *pp;) {
@@ -585,6 +687,7 @@ agent_apply_config(struct agent *ag)
 		f->path = strdup(cf->path);
 		f->label = cf->label ? strdup(cf->label) : NULL;
 		f->mode = cf->mode;
+		f->dirty_all = 1;
 		if (cf->nshares && (f->shares = malloc(cf->nshares * 32))) {
 			memcpy(f->shares, cf->shares, cf->nshares * 32);
 			f->nshares = cf->nshares;
@@ -804,6 +907,9 @@ on_tick(uv_timer_t *t)
 		conn_tick(c, now);
 	}
 	dial_devices(ag, now);
+	for (struct folder *f = ag->folders; f; f = f->next)
+		if (f->counts_wanted && !f->counting && !ag->stopping)
+			counts_slice(f); /* waited for its gap */
 	trim_when_quiet(ag, now);
 	/* What a scan or pull left mapped of the index, once it is done (docs/storage.md). */
 	store_trim_map_idle(ag->store);
@@ -977,6 +1083,7 @@ agent_stop(struct agent *ag, const char *why)
 	uv_close((uv_handle_t *)&ag->tick, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->kick, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->pull_check, on_handle_closed);
+	uv_close((uv_handle_t *)&ag->slice_idle, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_term, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_int, on_handle_closed);
 	uv_close((uv_handle_t *)&ag->sig_hup, on_handle_closed);
@@ -1125,7 +1232,8 @@ agent_run(const char *home_opt, const char *listen, int no_mdns)
 	uv_timer_init(ag->loop, &ag->tick);
 	uv_timer_init(ag->loop, &ag->kick);
 	uv_check_init(ag->loop, &ag->pull_check);
-	ag->tick.data = ag->kick.data = ag->pull_check.data = ag;
+	uv_idle_init(ag->loop, &ag->slice_idle);
+	ag->tick.data = ag->kick.data = ag->pull_check.data = ag->slice_idle.data = ag;
 	uv_signal_init(ag->loop, &ag->sig_term);
 	uv_signal_init(ag->loop, &ag->sig_int);
 	uv_signal_init(ag->loop, &ag->sig_hup);

@@ -105,6 +105,14 @@ struct folder {
 	int error_from_pull;       /* the error was raised by a pull (e.g. a full disk) */
 	int temps_seen;            /* a scan found temp files an earlier run left (pull.c checks
 				      each new file for a finished one) */
+	/* What the next pull plans (see folder_dirty_name() in pull.c): the names whose
+	   records changed since the last pull started, or every name. */
+	struct strmap dirty;
+	int dirty_all;
+	/* global and need are counted in slices (folder_update_counts()) */
+	struct plan_count *counting;
+	int counts_wanted;
+	uint64_t count_started_ms, count_next_ms;
 };
 
 struct agent {
@@ -133,6 +141,8 @@ struct agent {
 	uv_timer_t kick;        /* runs folder work soon after something changed */
 	uv_check_t pull_check;  /* runs the pullers' deferred work once per loop turn (pull.c) */
 	int pull_check_on;
+	uv_idle_t slice_idle;   /* a slice of a large folder's scan or count per loop turn */
+	int slice_idle_on;
 	uv_signal_t sig_term, sig_int, sig_hup;
 
 	struct folder *folders;
@@ -201,7 +211,16 @@ uint64_t conn_out_bytes(const struct conn *c);
  * Returns 0 or a negative code; folder_job_done() follows.
  */
 int scan_start(struct folder *f, char **scopes, size_t nscopes);
+/* Runs scan_slice() and the counting slices at each loop turn until none is left. */
+void agent_slices_start(struct agent *ag);
+/* Index entries a slice handles: 16384; SHOAL_SLICE (2 or more) replaces it, for tests. */
+size_t agent_slice_entries(void);
 void scan_abort(struct folder *f);
+/*
+ * Runs the next slice of the scan's comparison with the index, if it is at
+ * that step; returns 1 while more slices are to come (agent_slices_start()).
+ */
+int scan_slice(struct folder *f);
 /*
  * Cuts and hashes size bytes of fd with average block size avg, with two
  * threads when parallel is set (the result is the same). *blocks is malloc'd.
@@ -233,6 +252,31 @@ void pull_poke(struct folder *f);
 int plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 		      enum folder_mode mode, const char *after, size_t after_len, int deleting,
 		      char ***names, size_t *n, char **end, size_t *end_len);
+/*
+ * The next pull plans name (its record changed), or every name (see pull.c,
+ * "what the next pull plans").
+ */
+void folder_dirty_name(struct folder *f, const char *name, size_t len);
+void folder_dirty_all(struct folder *f);
+/*
+ * The names a pull would plan out of a set, deletions or everything else, in
+ * the order it works on them, and what they need. For tests.
+ */
+int plan_names_list(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		    enum folder_mode mode, const struct strmap *names, int deleting, char ***out,
+		    size_t *n, struct counts *need);
+/*
+ * Counting global/need in slices (see pull.c): begin, then steps of at most
+ * max index entries each until *done, then the result (global is local plus
+ * what the plan would change), then free.
+ */
+struct plan_count;
+int plan_count_begin(uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
+		     struct plan_count **out);
+int plan_count_step(struct plan_count *c, struct store *st, size_t max, int *done);
+void plan_count_result(const struct plan_count *c, const struct counts *local,
+		       struct counts *global, struct counts *need);
+void plan_count_free(struct plan_count *c);
 /* Counts global/need for f from the store (also used by the offline CLI). */
 int plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 		enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need);

@@ -709,6 +709,7 @@ conn_on_hello(struct conn *c, const struct proto_hello *h)
 			}
 		}
 		cf[n].f = f;
+		folder_dirty_all(f); /* what this device offers was left out while it was away */
 		cf[n].pending = 1;
 		cf[n].initial = 1;
 		cf[n].sent_seq = 0;
@@ -910,6 +911,8 @@ conn_on_index(struct conn *c, const struct proto_msg *m)
 		return;
 	}
 	log_debug("stored %zu index entries of %s from %s", ix->nfiles, f->id, c->dev->idstr);
+	for (size_t i = 0; i < ix->nfiles; i++)
+		folder_dirty_name(f, (const char *)ix->files[i].name.p, ix->files[i].name.len);
 	struct json *j = events_begin(c->ag, "remote_index_updated");
 	json_key(j, "folder");
 	json_str(j, f->id);

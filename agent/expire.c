@@ -289,6 +289,7 @@ folder_done(struct agent *ag, struct expire_state *st, struct folder *f)
 			 f->id, (unsigned long long)st->removed,
 			 (unsigned long long)(r % 86400 == 0 ? r / 86400 : r),
 			 r % 86400 == 0 ? "days" : "seconds");
+		folder_dirty_all(f); /* a name may be needed again now (pull.c) */
 	}
 	st->removed = 0;
 	st->dev_ix = 0;

@@ -237,6 +237,9 @@ struct puller {
 	int more;                /* windows after this one in the sweep */
 	char *cursor;            /* the window's last name (key order; owned) */
 	size_t cursor_len;
+	int targeted;            /* planned from f->dirty: one window, deletions in tdel */
+	struct need_item *tdel;
+	size_t ntdel;
 	struct need_item *dirs;  /* directories created or kept: their metadata comes last */
 	size_t ndirs, capdirs;
 	struct need_item *deldirs; /* directories to delete once the files in them are gone */
@@ -423,18 +426,9 @@ static int plan_entry(struct plan_ctx *x, const struct store_file *r);
 static int
 window_end_at(struct plan_ctx *x, const char *name, size_t len)
 {
-	char *e;
-
 	if (x->end && store_name_order(name, len, x->end, x->end_len) >= 0)
 		return 0;
-	e = malloc(len ? len : 1);
-	if (!e)
-		return -ENOMEM;
-	memcpy(e, name, len);
-	free(x->end);
-	x->end = e;
-	x->end_len = len;
-	return 0;
+	return bytes_replace(&x->end, &x->end_len, name, len);
 }
 
 /*
@@ -645,6 +639,62 @@ items_free(struct need_item *items, size_t n)
 	free(items);
 }
 
+/* Several devices may offer the same name: keeps the item whose version dominates. */
+static void
+items_dedupe(struct plan_ctx *x)
+{
+	size_t w = 0;
+
+	if (x->n < 2)
+		return;
+	qsort(x->items, x->n, sizeof(*x->items), item_cmp_name);
+	for (size_t i = 0; i < x->n; i++) {
+		if (w > 0 && item_cmp_name(&x->items[w - 1], &x->items[i]) == 0) {
+			struct need_item *k = &x->items[w - 1], *o = &x->items[i];
+			if (vv_compare(o->version, o->nversion, k->version, k->nversion) == VV_GREATER) {
+				struct need_item t = *k;
+				*k = *o;
+				*o = t;
+			}
+			free(o->name);
+			free(o->version);
+			continue;
+		}
+		x->items[w++] = x->items[i];
+	}
+	x->n = w;
+}
+
+/* Starts a plan: x set up, with a read transaction. */
+static int
+plan_begin(struct plan_ctx *x, struct store *st, uint32_t folder, enum folder_mode mode,
+	   uint64_t self_id, int collect, int deleting)
+{
+	memset(x, 0, sizeof(*x));
+	x->self_id = self_id;
+	x->folder = folder;
+	x->mode = mode;
+	x->collect = collect;
+	x->deleting = deleting;
+	return store_read_begin(st, &x->txn);
+}
+
+/* Ends the plan's transaction; when rc < 0, drops what it gathered. Returns rc. */
+static int
+plan_end(struct plan_ctx *x, int rc)
+{
+	store_read_end(x->txn);
+	x->txn = NULL;
+	if (rc < 0) {
+		items_free(x->items, x->n);
+		x->items = NULL;
+		x->n = 0;
+		free(x->end);
+		x->end = NULL;
+	}
+	return rc;
+}
+
 /*
  * Counts what the devices' indexes need and, with collect, gathers the items
  * of one window: after the name `after` (NULL: from the start), deletions or
@@ -657,18 +707,11 @@ plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	    size_t after_len, int deleting, int count_all, struct plan_ctx *x)
 {
 	struct store_checkpoint cp;
-	int rc;
+	int rc = plan_begin(x, st, folder, mode, self_id, collect, deleting);
 
-	memset(x, 0, sizeof(*x));
-	x->self_id = self_id;
-	x->folder = folder;
-	x->mode = mode;
-	x->collect = collect;
-	x->deleting = deleting;
-	x->count_all = count_all;
-	rc = store_read_begin(st, &x->txn);
 	if (rc != 0)
 		return rc;
+	x->count_all = count_all;
 	for (size_t i = 0; i < ndevs && rc >= 0; i++) {
 		x->dev = devs[i];
 		x->dev_items = x->dev_visited = 0;
@@ -683,16 +726,8 @@ plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	}
 	if (rc >= 0)
 		rc = store_checkpoint_get(x->txn, folder, STORE_LOCAL, &cp);
-	store_read_end(x->txn);
-	x->txn = NULL;
-	if (rc < 0) {
-		items_free(x->items, x->n);
-		x->items = NULL;
-		x->n = 0;
-		free(x->end);
-		x->end = NULL;
+	if (plan_end(x, rc) < 0)
 		return rc;
-	}
 	if (x->end) {
 		/* What devices gave past the window's end comes in the next window. */
 		size_t w = 0;
@@ -707,38 +742,229 @@ plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 		}
 		x->n = w;
 	}
-	if (collect && ndevs > 1 && x->n > 1) {
-		/* Keep one item per name: the one whose version dominates. */
-		qsort(x->items, x->n, sizeof(*x->items), item_cmp_name);
-		size_t w = 0;
-		for (size_t i = 0; i < x->n; i++) {
-			if (w > 0 && item_cmp_name(&x->items[w - 1], &x->items[i]) == 0) {
-				struct need_item *k = &x->items[w - 1], *o = &x->items[i];
-				if (vv_compare(o->version, o->nversion, k->version, k->nversion) ==
-				    VV_GREATER) {
-					struct need_item t = *k;
-					*k = *o;
-					*o = t;
-				}
-				free(o->name);
-				free(o->version);
-				continue;
-			}
-			x->items[w++] = x->items[i];
-		}
-		x->n = w;
+	if (collect && ndevs > 1)
+		items_dedupe(x);
+	return 0;
+}
+
+/* The names of x's items in the order a pull works on them (malloc'd); frees the items. */
+static int
+items_take_names(struct plan_ctx *x, char ***names, size_t *n)
+{
+	if (x->n > 1)
+		qsort(x->items, x->n, sizeof(*x->items), item_cmp_order);
+	*names = calloc(x->n ? x->n : 1, sizeof(**names));
+	if (!*names) {
+		items_free(x->items, x->n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < x->n; i++) {
+		(*names)[i] = x->items[i].name;
+		x->items[i].name = NULL;
+	}
+	*n = x->n;
+	items_free(x->items, x->n);
+	x->items = NULL;
+	x->n = 0;
+	return 0;
+}
+
+/* ---- what the next pull plans ---- */
+
+/*
+ * A pull plans only the names whose records changed since the last pull
+ * began (f->dirty): names in a peer's index update and names a scan
+ * recorded. Walking a whole index in windows for every edit cost a
+ * folder of 100,000 files about a third of a CPU second on the receiver
+ * (docs/performance.md "Scale"). Every name is planned, in windows, when
+ * more than PULL_WINDOW names changed, and after whatever can make a name
+ * needed without a change of its records: the agent's start, a device
+ * connecting (a pull plans only what connected devices offer), a change of
+ * shares or mode, a revert, forgotten deletions, and a pull that failed,
+ * was aborted or deferred.
+ */
+void
+folder_dirty_name(struct folder *f, const char *name, size_t len)
+{
+	if (f->dirty_all || f->mode == MODE_SEND)
+		return; /* a send-only folder never pulls */
+	if (f->dirty.n >= PULL_WINDOW || strmap_put(&f->dirty, name, len, 0) != 0)
+		folder_dirty_all(f);
+}
+
+void
+folder_dirty_all(struct folder *f)
+{
+	f->dirty_all = 1;
+	strmap_clear(&f->dirty);
+}
+
+struct names_ctx {
+	struct plan_ctx *x;
+	const uint32_t *devs;
+	size_t ndevs;
+};
+
+static int
+plan_name(const char *name, size_t len, uint64_t val, void *arg)
+{
+	struct names_ctx *c = arg;
+	(void)val;
+
+	for (size_t i = 0; i < c->ndevs; i++) {
+		struct store_file r;
+		int rc = store_file_get(c->x->txn, c->x->folder, c->devs[i], name, len, 0, &r);
+		if (rc == STORE_ENOTFOUND)
+			continue;
+		if (rc != 0)
+			return rc;
+		c->x->dev = c->devs[i];
+		rc = plan_entry(c->x, &r);
+		store_file_release(&r);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
+}
+
+/* Plans the names of a set, as plan_window() plans a window (no window end, no count_all). */
+static int
+plan_names(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+	   enum folder_mode mode, uint64_t self_id, const struct strmap *names, int deleting,
+	   struct plan_ctx *x)
+{
+	struct names_ctx c = {x, devs, ndevs};
+	int rc = plan_begin(x, st, folder, mode, self_id, 1, deleting);
+
+	if (rc != 0)
+		return rc;
+	rc = strmap_each(names, plan_name, &c);
+	if (plan_end(x, rc) < 0)
+		return rc;
+	if (ndevs > 1)
+		items_dedupe(x);
+	return 0;
+}
+
+int
+plan_names_list(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
+		enum folder_mode mode, const struct strmap *names, int deleting, char ***out,
+		size_t *n, struct counts *need)
+{
+	struct plan_ctx x;
+	int rc = plan_names(st, folder, devs, ndevs, mode, 0, names, deleting, &x);
+
+	if (rc != 0)
+		return rc;
+	*need = x.need;
+	return items_take_names(&x, out, n);
+}
+
+/* ---- counting in slices ---- */
+
+/*
+ * The folder's global and need figures come from a whole walk of every
+ * device's index, like the first window of a full pull: seconds at a million
+ * entries. The agent runs it in slices of at most `max` entries between
+ * other work on its loop (agent.c, folder_update_counts()); the store may
+ * change between slices, so a count that raced a change is redone.
+ */
+struct plan_count {
+	struct plan_ctx x;
+	uint32_t devs[64];
+	size_t ndevs, dev_ix;
+	char *after;
+	size_t after_len;
+	size_t visited, max;
+};
+
+int
+plan_count_begin(uint32_t folder, const uint32_t *devs, size_t ndevs, enum folder_mode mode,
+		 struct plan_count **out)
+{
+	struct plan_count *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	c->x.folder = folder;
+	c->x.mode = mode;
+	c->ndevs = ndevs < 64 ? ndevs : 64;
+	memcpy(c->devs, devs, c->ndevs * sizeof(*devs));
+	*out = c;
+	return 0;
+}
+
+static int
+count_one(const struct store_file *r, void *arg)
+{
+	struct plan_count *c = arg;
+	int rc = plan_entry(&c->x, r);
+
+	if (rc < 0)
+		return rc;
+	if (++c->visited < c->max)
+		return 0;
+	/* The slice is full: the next one starts after this name. */
+	return bytes_replace(&c->after, &c->after_len, r->name, r->name_len) ? -ENOMEM : 1;
+}
+
+int
+plan_count_step(struct plan_count *c, struct store *st, size_t max, int *done)
+{
+	int rc;
+
+	*done = 0;
+	c->visited = 0;
+	c->max = max ? max : 1;
+	rc = store_read_begin(st, &c->x.txn);
+	if (rc != 0)
+		return rc;
+	while (rc == 0 && c->dev_ix < c->ndevs && c->visited < c->max) {
+		char *after = c->after;
+		c->after = NULL;
+		c->x.dev = c->devs[c->dev_ix];
+		rc = store_files_each(c->x.txn, c->x.folder, c->x.dev, after, c->after_len, 0,
+				      count_one, c);
+		free(after);
+		if (rc == 0 && !c->after) {
+			c->dev_ix++; /* this device's index is done */
+			c->after_len = 0;
+		}
+	}
+	store_read_end(c->x.txn);
+	c->x.txn = NULL;
+	if (rc < 0)
+		return rc;
+	*done = c->dev_ix >= c->ndevs;
+	return 0;
+}
+
+void
+plan_count_result(const struct plan_count *c, const struct counts *local, struct counts *global,
+		  struct counts *need)
+{
+	*need = c->x.need;
+	global->files = (uint64_t)((int64_t)local->files + c->x.dfiles);
+	global->bytes = (uint64_t)((int64_t)local->bytes + c->x.dbytes);
+}
+
+void
+plan_count_free(struct plan_count *c)
+{
+	if (!c)
+		return;
+	free(c->after);
+	free(c);
 }
 
 int
 plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 	    enum folder_mode mode, struct counts *local, struct counts *global, struct counts *need)
 {
-	struct plan_ctx x;
+	struct plan_count *c;
 	struct store_txn *txn;
 	struct store_checkpoint cp;
-	int rc = store_read_begin(st, &txn);
+	int done, rc = store_read_begin(st, &txn);
 
 	if (rc != 0)
 		return rc;
@@ -746,13 +972,13 @@ plan_counts(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 	store_read_end(txn);
 	local->files = cp.files;
 	local->bytes = cp.bytes;
-	rc = plan_window(st, folder, devs, ndevs, mode, 0, 0, NULL, 0, 0, 1, &x);
-	if (rc != 0)
+	if ((rc = plan_count_begin(folder, devs, ndevs, mode, &c)) != 0)
 		return rc;
-	*need = x.need;
-	global->files = (uint64_t)((int64_t)cp.files + x.dfiles);
-	global->bytes = (uint64_t)((int64_t)cp.bytes + x.dbytes);
-	return 0;
+	rc = plan_count_step(c, st, SIZE_MAX, &done);
+	if (rc == 0)
+		plan_count_result(c, local, global, need);
+	plan_count_free(c);
+	return rc;
 }
 
 int
@@ -766,20 +992,10 @@ plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_
 
 	if (rc != 0)
 		return rc;
-	if (x.n > 1)
-		qsort(x.items, x.n, sizeof(*x.items), item_cmp_order);
-	*names = calloc(x.n ? x.n : 1, sizeof(**names));
-	if (!*names) {
-		items_free(x.items, x.n);
+	if ((rc = items_take_names(&x, names, n)) != 0) {
 		free(x.end);
-		return -ENOMEM;
+		return rc;
 	}
-	for (size_t i = 0; i < x.n; i++) {
-		(*names)[i] = x.items[i].name;
-		x.items[i].name = NULL;
-	}
-	*n = x.n;
-	items_free(x.items, x.n);
 	*end = x.end;
 	*end_len = x.end_len;
 	return 0;
@@ -2679,6 +2895,16 @@ pull_next_window(struct puller *p, int deleting)
 	}
 	p->phase = deleting ? PH_DELETES : PH_DIRS;
 	p->more = 0;
+	if (p->targeted) {
+		/* One window of changed names; its deletions were planned with it. */
+		if (first) {
+			struct plan_ctx t = {.items = p->tdel, .n = p->ntdel};
+			p->tdel = NULL;
+			p->ntdel = 0;
+			window_take(p, &t);
+		}
+		return;
+	}
 	ndevs = pull_devices(f, devs);
 	if (ndevs == 0)
 		return; /* what the devices that went away have waits for them */
@@ -2710,6 +2936,8 @@ pull_end(struct puller *p)
 		f->scan_wanted = 1;
 		f->pull_wanted = 1;
 	}
+	if (p->deferred || p->failures || p->aborted)
+		folder_dirty_all(f); /* what is left is planned again, whatever its name */
 	{
 		struct json *j = events_begin(f->ag, p->failures || p->aborted ? "transfer_failed"
 									       : "transfer_completed");
@@ -2733,9 +2961,10 @@ pull_end(struct puller *p)
 	f->pull_total_bytes = f->pull_done_bytes = 0;
 	f->pull_rate = f->pull_rate_mark_ms = 0;
 	if (!p->aborted)
-		log_info("pulled %s: %zu items (%zu windows), %.1f MB from peers, %.1f MB reused "
+		log_info("pulled %s: %zu items (%s%zu windows), %.1f MB from peers, %.1f MB reused "
 			 "locally (%.1f MB cloned), %.1f MB resumed, %zu failed, %.2f s",
-			 f->id, p->done_files, p->windows, (double)p->bytes_net / 1e6,
+			 f->id, p->done_files, p->targeted ? "changed names, " : "", p->windows,
+			 (double)p->bytes_net / 1e6,
 			 (double)p->bytes_local / 1e6, (double)p->bytes_cloned / 1e6,
 			 (double)p->bytes_resumed / 1e6, p->failures,
 			 (double)(now_ms() - p->started_ms) / 1000.0);
@@ -2746,6 +2975,7 @@ pull_end(struct puller *p)
 		folder_clear_error(f);
 	}
 	items_free(p->items, p->nitems);
+	items_free(p->tdel, p->ntdel);
 	items_free(p->dirs, p->ndirs);
 	items_free(p->deldirs, p->ndeldirs);
 	free(p->cursor);
@@ -2915,11 +3145,11 @@ int
 pull_start(struct folder *f)
 {
 	struct agent *ag = f->ag;
-	struct plan_ctx x;
+	struct plan_ctx x, xdel = {0};
 	uint32_t devs[64];
 	size_t ndevs = 0;
 	struct puller *p;
-	int rc;
+	int rc, targeted;
 
 	struct stat mst;
 	if (fstatat(f->rootfd, ".shoal-folder", &mst, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -2931,23 +3161,45 @@ pull_start(struct folder *f)
 	ndevs = pull_devices(f, devs);
 	if (ndevs == 0)
 		return 1;
-	rc = plan_window(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, NULL, 0, 0, 1,
-			 &x);
+	if (!f->dirty_all) {
+		/* Only what changed since the last pull began (folder_dirty_name()). */
+		if (f->dirty.n == 0)
+			return 1;
+		rc = plan_names(ag->store, f->num, devs, ndevs, f->mode, ag->short_id, &f->dirty, 0,
+				&x);
+		if (rc == 0 && (rc = plan_names(ag->store, f->num, devs, ndevs, f->mode,
+						ag->short_id, &f->dirty, 1, &xdel)) != 0)
+			items_free(x.items, x.n);
+	} else {
+		rc = plan_window(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, NULL, 0,
+				 0, 1, &x);
+		if (rc == 0)
+			f->need = x.need;
+	}
 	if (rc != 0)
 		return rc;
-	f->need = x.need;
+	/* Changes from now on are the next pull's. */
+	targeted = !f->dirty_all;
+	strmap_clear(&f->dirty);
+	f->dirty_all = 0;
 	if (x.need.files == 0) {
 		items_free(x.items, x.n);
+		items_free(xdel.items, xdel.n);
 		free(x.end);
 		return 1; /* nothing to do */
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		items_free(x.items, x.n);
+		items_free(xdel.items, xdel.n);
 		free(x.end);
+		folder_dirty_all(f);
 		return -ENOMEM;
 	}
 	p->f = f;
+	p->targeted = targeted;
+	p->tdel = xdel.items;
+	p->ntdel = xdel.n;
 	window_take(p, &x);
 	p->started_ms = now_ms();
 	f->pull = p;
@@ -3216,6 +3468,7 @@ folder_revert(struct folder *f)
 	for (size_t i = 0; i < x.ngone; i++)
 		free(x.gone[i]);
 	free(x.gone);
+	folder_dirty_all(f);
 	f->pull_wanted = 1;
 	f->pull_at_ms = 0;
 	agent_kick(f->ag);

@@ -32,6 +32,8 @@
 #include "proto/proto.h"
 
 #define SCAN_BATCH 1000
+/* Entries compared with the index per loop turn (scan_compare()). */
+#define SCAN_SLICE agent_slice_entries()
 #define SCAN_TRIM_ENTRIES 65536
 #define SCAN_HASH_JOBS 4
 #define MARKER ".shoal-folder"
@@ -112,7 +114,14 @@ struct scanner {
 	struct scan_entry *ents;
 	size_t nents, cap;
 	uint32_t *todo; /* indexes of entries to hash */
-	size_t ntodo, next;
+	size_t ntodo, next, captodo;
+	/* comparing with the index, a slice per loop turn (scan_compare()) */
+	int comparing;
+	size_t slices;
+	size_t cmp_next;   /* the next entry to compare */
+	uint32_t *rec;     /* indexes of changed entries to record without hashing */
+	size_t nrec, caprec;
+	struct deletions *dels; /* what the index has and the walk did not find */
 	size_t inflight;
 	struct store_file *batch;
 	size_t nbatch;
@@ -626,9 +635,13 @@ entry_free(struct scan_entry *e)
 	e->x = NULL;
 }
 
+static void deletions_free(struct deletions *d);
+
 static void
 scanner_free(struct scanner *s)
 {
+	deletions_free(s->dels);
+	free(s->rec);
 	for (size_t i = 0; i < s->nents; i++)
 		entry_free(&s->ents[i]);
 	free(s->ents);
@@ -678,6 +691,8 @@ scan_flush(struct scanner *s)
 		return 0;
 	size_t n = s->nbatch;
 	rc = store_write(s->f->ag->store, txn_put_batch, s);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		folder_dirty_name(s->f, s->batch[i].name, s->batch[i].name_len);
 	local_records_free(s->batch, s->nbatch);
 	s->changes += s->nbatch;
 	s->nbatch = 0;
@@ -1131,15 +1146,13 @@ u32_push(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
 	return 0;
 }
 
+static void scan_compare(struct scanner *s);
+
 static void
 walk_done(uv_work_t *w, int status)
 {
 	struct scanner *s = w->data;
 	struct folder *f = s->f;
-	struct store_txn *txn = NULL;
-	struct nameset ns = {0};
-	struct del_ctx dx = {0};
-	int rc;
 
 	if (s->aborted || status != 0) {
 		s->failed = 1;
@@ -1166,87 +1179,180 @@ walk_done(uv_work_t *w, int status)
 	for (size_t i = 0; i < s->nents; i++)
 		if (s->ents[i].type == STORE_DIR)
 			watch_dir(f, s->ents[i].name);
-	if ((rc = store_read_begin(f->ag->store, &txn)) != 0) {
-		s->failed = 1;
-		scan_finish(s);
-		return;
-	}
-	/* Collect changes in one read transaction, then write them in batches. */
-	size_t nrec = 0, caprec = 0, captodo = 0;
-	uint32_t *rec = NULL;
-	for (size_t i = 0; i < s->nents && !s->failed; i++) {
-		struct scan_entry *e = &s->ents[i];
-		struct store_file sf;
-		int ch = 2;
-		rc = store_file_get(txn, f->num, STORE_LOCAL, e->name, e->name_len, 0, &sf);
-		if (rc == 0) {
-			ch = entry_changed(e, &sf);
-			if (ch && entry_extra(e)) {
-				e->x->prev_block_size = sf.block_size;
-				if (sf.nversion && (e->x->prev_version = malloc(
-							    sf.nversion * sizeof(*e->x->prev_version)))) {
-					memcpy(e->x->prev_version, sf.version,
-					       sf.nversion * sizeof(*e->x->prev_version));
-					e->x->prev_nversion = sf.nversion;
-				}
+	s->comparing = 1;
+	scan_compare(s);
+}
+
+/* Compares entry i of the walk with the local index. */
+static void
+compare_one(struct scanner *s, struct store_txn *txn, size_t i)
+{
+	struct scan_entry *e = &s->ents[i];
+	struct store_file sf;
+	int ch = 2;
+	int rc = store_file_get(txn, s->f->num, STORE_LOCAL, e->name, e->name_len, 0, &sf);
+
+	if (rc == 0) {
+		ch = entry_changed(e, &sf);
+		if (ch && entry_extra(e)) {
+			e->x->prev_block_size = sf.block_size;
+			if (sf.nversion &&
+			    (e->x->prev_version = malloc(sf.nversion * sizeof(*e->x->prev_version)))) {
+				memcpy(e->x->prev_version, sf.version,
+				       sf.nversion * sizeof(*e->x->prev_version));
+				e->x->prev_nversion = sf.nversion;
 			}
+		}
+		store_file_release(&sf);
+	}
+	if (ch == 0)
+		return;
+	/* Grown as needed: a rescan that finds little to do allocates little. */
+	if (e->type == STORE_FILE && e->size > 0) {
+		if (u32_push(&s->todo, &s->ntodo, &s->captodo, (uint32_t)i) != 0)
+			s->failed = 1;
+	} else if (u32_push(&s->rec, &s->nrec, &s->caprec, (uint32_t)i) != 0) {
+		s->failed = 1;
+	}
+}
+
+/*
+ * What the index has and the walk did not find. A whole-folder scan walks the
+ * local index a slice at a time (from after `after`); a scoped one walks each
+ * scope's part at once.
+ */
+struct deletions {
+	struct nameset ns;
+	struct del_ctx dx;
+	char *after;
+	size_t after_len;
+	size_t visited;
+	int started, done;
+};
+
+static int
+find_deleted_slice(const struct store_file *sf, void *arg)
+{
+	struct deletions *d = arg;
+	int rc = find_deleted(sf, &d->dx);
+
+	if (rc != 0 || ++d->visited < SCAN_SLICE)
+		return rc;
+	/* The slice is full: the next one starts after this name. */
+	return bytes_replace(&d->after, &d->after_len, sf->name, sf->name_len) ? -ENOMEM : 1;
+}
+
+/* One step of finding deletions; sets d->done after the last. Returns 0 or a negative code. */
+static int
+deletions_step(struct scanner *s, struct store_txn *txn)
+{
+	struct deletions *d = s->dels;
+	struct folder *f = s->f;
+	int rc = 0;
+
+	if (!d->started) {
+		d->started = 1;
+		if (nameset_build(&d->ns, s->ents, s->nents) != 0)
+			return -ENOMEM;
+		d->dx.s = s;
+		d->dx.ns = &d->ns;
+	}
+	if (!s->scopes) {
+		char *after = d->after;
+		d->after = NULL;
+		d->visited = 0;
+		rc = store_files_each(txn, f->num, STORE_LOCAL, after, d->after_len, 0,
+				      find_deleted_slice, d);
+		free(after);
+		d->done = rc == 0 && !d->after;
+		return rc < 0 ? rc : 0;
+	}
+	for (size_t k = 0; k < s->nscopes && rc >= 0; k++) {
+		struct store_file sf;
+		int shallow = s->scopes[k][0] == SCOPE_SHALLOW;
+		d->dx.scope = s->scopes[k] + shallow;
+		d->dx.scope_len = strlen(d->dx.scope);
+		/* The scope itself, then what sorts after it. */
+		if (store_file_get(txn, f->num, STORE_LOCAL, d->dx.scope, d->dx.scope_len, 0, &sf) ==
+		    0) {
+			rc = find_deleted(&sf, &d->dx);
 			store_file_release(&sf);
 		}
-		if (ch == 0)
-			continue;
-		/* Grown as needed: a rescan that finds little to do allocates little. */
-		if (e->type == STORE_FILE && e->size > 0) {
-			if (u32_push(&s->todo, &s->ntodo, &captodo, (uint32_t)i) != 0)
-				s->failed = 1;
-		} else if (u32_push(&rec, &nrec, &caprec, (uint32_t)i) != 0) {
-			s->failed = 1;
-		}
+		if (rc >= 0 && !shallow)
+			rc = store_files_each(txn, f->num, STORE_LOCAL, d->dx.scope, d->dx.scope_len, 0,
+					      find_deleted, &d->dx);
 	}
-	if (nameset_build(&ns, s->ents, s->nents) == 0) {
-		dx.s = s;
-		dx.ns = &ns;
-		if (!s->scopes) {
-			rc = store_files_each(txn, f->num, STORE_LOCAL, NULL, 0, 0, find_deleted, &dx);
-		} else {
-			rc = 0;
-			for (size_t k = 0; k < s->nscopes && rc >= 0; k++) {
-				struct store_file sf;
-				int shallow = s->scopes[k][0] == SCOPE_SHALLOW;
-				dx.scope = s->scopes[k] + shallow;
-				dx.scope_len = strlen(dx.scope);
-				/* The scope itself, then what sorts after it. */
-				if (store_file_get(txn, f->num, STORE_LOCAL, dx.scope, dx.scope_len, 0,
-						   &sf) == 0) {
-					rc = find_deleted(&sf, &dx);
-					store_file_release(&sf);
-				}
-				if (rc >= 0 && !shallow)
-					rc = store_files_each(txn, f->num, STORE_LOCAL, dx.scope,
-							      dx.scope_len, 0, find_deleted, &dx);
-			}
-		}
-		if (rc < 0)
-			s->failed = 1;
-	} else {
+	d->done = 1;
+	return rc < 0 ? rc : 0;
+}
+
+static void
+deletions_free(struct deletions *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->dx.ndels; i++)
+		entry_free(&d->dx.dels[i]);
+	free(d->dx.dels);
+	free(d->ns.slots);
+	free(d->after);
+	free(d);
+}
+
+/*
+ * Compares the walk with the local index, then finds what the index has
+ * that the walk did not, SCAN_SLICE entries per loop turn: in one go, a
+ * million-entry folder held the loop (peers, the CLI) for over a second.
+ * The rest of the slices run from the agent's idle handler (scan_slice()).
+ * Then the changes without content are recorded and the hashing starts.
+ */
+static void
+scan_compare(struct scanner *s)
+{
+	struct store_txn *txn = NULL;
+	size_t end = s->cmp_next + SCAN_SLICE < s->nents ? s->cmp_next + SCAN_SLICE : s->nents;
+
+	s->slices++;
+	if (s->aborted || (!s->dels && !(s->dels = calloc(1, sizeof(*s->dels)))) ||
+	    store_read_begin(s->f->ag->store, &txn) != 0)
 		s->failed = 1;
-	}
+	for (; s->cmp_next < end && !s->failed; s->cmp_next++)
+		compare_one(s, txn, s->cmp_next);
+	if (!s->failed && s->cmp_next == s->nents && deletions_step(s, txn) != 0)
+		s->failed = 1;
 	store_read_end(txn);
-	free(ns.slots);
-	for (size_t i = 0; i < nrec && !s->failed; i++) {
-		struct scan_entry *e = &s->ents[rec[i]];
+	if (!s->failed && !s->dels->done) {
+		agent_slices_start(s->f->ag); /* the next slice at the next loop turn */
+		return;
+	}
+	s->comparing = 0;
+	if (s->slices > 1)
+		log_debug("compared %s with its index in %zu slices", s->f->id, s->slices);
+	for (size_t i = 0; i < s->nrec && !s->failed; i++) {
+		struct scan_entry *e = &s->ents[s->rec[i]];
 		if (e->type == STORE_FILE)
 			adopt_version(s, e, NULL, 0); /* an empty file matches an empty version */
 		if (scan_record(s, e, 0, NULL, 0, 0) != 0)
 			s->failed = 1;
 	}
-	for (size_t i = 0; i < dx.ndels; i++) {
-		if (!s->failed && scan_record(s, &dx.dels[i], 1, NULL, 0, 0) != 0)
+	for (size_t i = 0; s->dels && i < s->dels->dx.ndels && !s->failed; i++)
+		if (scan_record(s, &s->dels->dx.dels[i], 1, NULL, 0, 0) != 0)
 			s->failed = 1;
-		entry_free(&dx.dels[i]);
-	}
-	free(dx.dels);
-	free(rec);
+	deletions_free(s->dels);
+	s->dels = NULL;
+	free(s->rec);
+	s->rec = NULL;
+	s->nrec = s->caprec = 0;
 	scan_next(s);
+}
+
+int
+scan_slice(struct folder *f)
+{
+	if (!f->scan || !f->scan->comparing)
+		return 0;
+	scan_compare(f->scan);
+	return f->scan && f->scan->comparing;
 }
 
 int
@@ -1282,6 +1388,9 @@ scan_start(struct folder *f, char **scopes, size_t nscopes)
 void
 scan_abort(struct folder *f)
 {
-	if (f->scan)
+	if (f->scan) {
 		f->scan->aborted = 1;
+		if (f->scan->comparing)
+			scan_compare(f->scan); /* ends it now: no slice may be left for later */
+	}
 }

@@ -228,6 +228,20 @@ parse_duration(const char *s, uint64_t *secs)
 	return 0;
 }
 
+int
+bytes_replace(char **dst, size_t *dst_len, const void *p, size_t len)
+{
+	char *a = malloc(len ? len : 1);
+
+	if (!a)
+		return -ENOMEM;
+	memcpy(a, p, len);
+	free(*dst);
+	*dst = a;
+	*dst_len = len;
+	return 0;
+}
+
 /* ---- strmap ---- */
 
 struct strmap_ent {
@@ -341,6 +355,19 @@ strmap_prune(struct strmap *m, int (*drop)(uint64_t val, void *arg), void *arg)
 			}
 		}
 	}
+}
+
+int
+strmap_each(const struct strmap *m, int (*fn)(const char *k, size_t len, uint64_t val, void *arg),
+	    void *arg)
+{
+	for (size_t i = 0; i < m->nb && m->n; i++)
+		for (const struct strmap_ent *e = m->b[i]; e; e = e->next) {
+			int rc = fn(e->key, e->len, e->val, arg);
+			if (rc != 0)
+				return rc;
+		}
+	return 0;
 }
 
 void

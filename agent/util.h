@@ -42,7 +42,9 @@ int parse_duration(const char *s, uint64_t *secs);
  * A hash map from byte strings to a uint64_t, chained. Zero-initialised is
  * empty. strmap_put() adds or replaces (0, or -ENOMEM); strmap_get() finds
  * (1 and *val, or 0); strmap_del() removes (1 if it was there);
- * strmap_prune() removes the entries for which drop(val, arg) is true.
+ * strmap_prune() removes the entries for which drop(val, arg) is true;
+ * strmap_each() calls fn on every entry, in no order, until fn returns
+ * non-zero (returned); fn must not change the map.
  */
 struct strmap_ent;
 struct strmap {
@@ -53,7 +55,12 @@ int strmap_put(struct strmap *m, const char *k, size_t len, uint64_t val);
 int strmap_get(const struct strmap *m, const char *k, size_t len, uint64_t *val);
 int strmap_del(struct strmap *m, const char *k, size_t len);
 void strmap_prune(struct strmap *m, int (*drop)(uint64_t val, void *arg), void *arg);
+int strmap_each(const struct strmap *m,
+		int (*fn)(const char *k, size_t len, uint64_t val, void *arg), void *arg);
 void strmap_clear(struct strmap *m);
+
+/* Replaces *dst with a malloc'd copy of p[0..len) (not terminated). Returns 0 or -ENOMEM. */
+int bytes_replace(char **dst, size_t *dst_len, const void *p, size_t len);
 
 /* Formats a byte count like "1.5 MiB" into out. */
 void fmt_bytes(uint64_t n, char *out, size_t len);

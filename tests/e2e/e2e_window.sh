@@ -12,6 +12,10 @@
 #    after every creation (the renamed files are copied from the old ones,
 #    which must still be there: B reuses them locally), and a directory
 #    only once what was in it is gone, whichever window held it.
+# 3. One edit and one deletion: B's pull plans only the changed names.
+# With SHOAL_SLICE=7 every scan compares with the index, and finds its
+# deletions, in slices of 7 entries between other work of the loop, and the
+# status figures are counted the same way.
 # Also: B's watcher does not rescan what B's puller wrote (watch_expect).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -19,6 +23,7 @@ e2e_begin e2e_window "$@"
 
 FOLDER=window
 export SHOAL_PULL_WINDOW=5
+export SHOAL_SLICE=7 # scans compare, and counts walk, 7 index entries per loop turn
 export SHOAL_LOG_LEVEL=debug # the watcher's scoped scans are logged at debug
 node_new A
 node_new B
@@ -95,6 +100,8 @@ wait_synced --files "$entries" --peer A B "$FOLDER"
 compare "$src" "${NODE_DIR[B]}" || fail "after the changes: B differs from A"
 compare "$src" "${NODE_DIR[C]}" || fail "after the changes: C differs from A"
 [ ! -e "${NODE_DIR[B]}/$gone" ] || fail "B still has the deleted directory $gone"
+slices=$(grep -c "compared $FOLDER with its index in [0-9]* slices" "${AGENT_LOG[A]}" || true)
+[ "$slices" -ge 1 ] || fail "A's scans never compared in slices"
 
 # The renamed directory's files came from B's own old copies.
 reused=$(grep "pulled $FOLDER:" "${AGENT_LOG[B]}" | tail -n 3 |
@@ -102,4 +109,18 @@ reused=$(grep "pulled $FOLDER:" "${AGENT_LOG[B]}" | tail -n 3 |
 log "renamed $moved with its 3 MB big.bin; B reused $reused MB locally"
 python3 -c "import sys; sys.exit(0 if $reused >= 3.0 else 1)" ||
 	fail "B reused $reused MB locally, want at least the 3 MB of the renamed big.bin"
+
+# 3. One edit and one deletion: fewer names changed than a window holds, so
+#    B's pull plans just those names (folder_dirty_name), not the whole index.
+pulls_before=$(grep -c "pulled $FOLDER:" "${AGENT_LOG[B]}")
+printf 'one more edit' >>"$src/new-1.bin"
+rm -f "$src/new-2.bin"
+entries=$(count_entries "$src")
+shoal_ok A scan "$FOLDER" --wait >/dev/null
+wait_synced --files "$entries" --peer A B "$FOLDER"
+compare "$src" "${NODE_DIR[B]}" || fail "after one edit and one deletion: B differs from A"
+[ "$(grep -c "pulled $FOLDER:" "${AGENT_LOG[B]}")" -gt "$pulls_before" ] || fail "B did not pull"
+grep "pulled $FOLDER:" "${AGENT_LOG[B]}" | tail -n +$((pulls_before + 1)) | grep -v -q 'changed names' &&
+	fail "B planned its whole index for one edit: $(last_pull B)"
+log "B's pull of one edit and one deletion: $(last_pull B)"
 pass

@@ -758,6 +758,41 @@ win_fill_txn(struct store_txn *txn, void *arg)
 	return 0;
 }
 
+/* A store in a fresh temporary directory, filled by win_fill_txn(). */
+static struct store *
+win_setup(struct win_fill *x)
+{
+	struct sec_identity p1, p2;
+	struct store *st;
+	unsigned char seed1[32] = {1}, seed2[32] = {2};
+
+	ASSERT_EQ(sec_init(), 0);
+	mktmp();
+	memset(x, 0, sizeof(*x));
+	ASSERT_EQ(sec_identity_from_seed(&p1, seed1), 0);
+	ASSERT_EQ(sec_identity_from_seed(&p2, seed2), 0);
+	memcpy(x->peer1, p1.id, 32);
+	memcpy(x->peer2, p2.id, 32);
+	sec_identity_release(&p1);
+	sec_identity_release(&p2);
+	ASSERT_EQ(store_open(&st, tmpdir), 0);
+	ASSERT_EQ(store_write(st, win_fill_txn, x), 0);
+	return st;
+}
+
+static void
+win_teardown(struct win_fill *x, struct store *st)
+{
+	for (size_t i = 0; i < x->nwant; i++)
+		free(x->want[i]);
+	for (size_t i = 0; i < x->ngone; i++)
+		free(x->gone[i]);
+	free(x->want);
+	free(x->gone);
+	store_close(st);
+	rmtmp();
+}
+
 /* Where name is in the list, or -1. */
 static long
 win_find(char **list, size_t n, const char *name)
@@ -827,22 +862,12 @@ win_sweep(struct store *st, struct win_fill *x, int deleting, size_t *n, size_t 
 TEST(pull_windows)
 {
 	struct win_fill x;
-	struct sec_identity p1, p2;
 	struct store *st;
-	unsigned char seed1[32] = {1}, seed2[32] = {2};
 	char **order;
 	size_t n, windows;
 
-	ASSERT_EQ(sec_init(), 0);
 	ASSERT_EQ(setenv("SHOAL_PULL_WINDOW", "3", 1), 0);
-	mktmp();
-	memset(&x, 0, sizeof(x));
-	ASSERT_EQ(sec_identity_from_seed(&p1, seed1), 0);
-	ASSERT_EQ(sec_identity_from_seed(&p2, seed2), 0);
-	memcpy(x.peer1, p1.id, 32);
-	memcpy(x.peer2, p2.id, 32);
-	ASSERT_EQ(store_open(&st, tmpdir), 0);
-	ASSERT_EQ(store_write(st, win_fill_txn, &x), 0);
+	st = win_setup(&x);
 
 	order = win_sweep(st, &x, 0, &n, &windows);
 	ASSERT(windows >= 10);
@@ -868,17 +893,111 @@ TEST(pull_windows)
 		win_once(order, n, x.gone[i]);
 	win_free(order, n);
 
-	for (size_t i = 0; i < x.nwant; i++)
-		free(x.want[i]);
-	for (size_t i = 0; i < x.ngone; i++)
-		free(x.gone[i]);
-	free(x.want);
-	free(x.gone);
-	store_close(st);
-	sec_identity_release(&p1);
-	sec_identity_release(&p2);
+	win_teardown(&x, st);
 	unsetenv("SHOAL_PULL_WINDOW");
-	rmtmp();
+}
+
+/*
+ * A pull that plans only the changed names (f->dirty) plans exactly what a
+ * full sweep of windows plans among those names: the same items, each once,
+ * whichever device offers them, directories before what is in them, and
+ * deletions apart. Names nobody needs or has plan nothing. And the figures
+ * counted in slices are those of one count.
+ */
+TEST(pull_targeted)
+{
+	struct win_fill x;
+	struct store *st = win_setup(&x);
+	uint32_t devs[2];
+	struct strmap dirty = {0};
+	struct counts need;
+	char **order;
+	size_t n, nwant = 0, ngone = 0;
+
+	devs[0] = x.d1;
+	devs[1] = x.d2;
+
+	/* Every other needed name changed, and two that need nothing. */
+	for (size_t i = 0; i < x.nwant; i += 2, nwant++)
+		ASSERT_EQ(strmap_put(&dirty, x.want[i], strlen(x.want[i]), 0), 0);
+	for (size_t i = 0; i < x.ngone; i += 2, ngone++)
+		ASSERT_EQ(strmap_put(&dirty, x.gone[i], strlen(x.gone[i]), 0), 0);
+	ASSERT_EQ(strmap_put(&dirty, "same", 4, 0), 0);
+	ASSERT_EQ(strmap_put(&dirty, "nowhere", 7, 0), 0);
+
+	ASSERT_EQ(plan_names_list(st, x.fnum, devs, 2, MODE_RECEIVE, &dirty, 0, &order, &n, &need),
+		  0);
+	ASSERT_UEQ(n, nwant);
+	ASSERT(need.files >= nwant + ngone); /* a name two devices offer counts twice */
+	for (size_t i = 0; i < x.nwant; i++) {
+		if (i % 2) {
+			ASSERT(win_find(order, n, x.want[i]) < 0);
+			continue;
+		}
+		long at = win_once(order, n, x.want[i]);
+		const char *slash = strrchr(x.want[i], '/');
+		if (slash) {
+			char *parent = strndup(x.want[i], (size_t)(slash - x.want[i]));
+			long pat = win_find(order, n, parent);
+			ASSERT(pat < at); /* not planned (-1), or before what is in it */
+			free(parent);
+		}
+	}
+	win_free(order, n);
+
+	ASSERT_EQ(plan_names_list(st, x.fnum, devs, 2, MODE_RECEIVE, &dirty, 1, &order, &n, &need),
+		  0);
+	ASSERT_UEQ(n, ngone);
+	for (size_t i = 0; i < x.ngone; i += 2)
+		win_once(order, n, x.gone[i]);
+	win_free(order, n);
+
+	/* Counted in slices of 1, 2, 3 and 5 entries: the figures of a count in one go. */
+	struct counts local, global, need1;
+	ASSERT_EQ(plan_counts(st, x.fnum, devs, 2, MODE_RECEIVE, &local, &global, &need1), 0);
+	ASSERT(need1.files >= x.nwant + x.ngone);
+	for (size_t max = 1; max <= 5; max += max < 3 ? 1 : 2) {
+		struct plan_count *c;
+		struct counts g, nd;
+		int done = 0;
+		size_t steps = 0;
+		ASSERT_EQ(plan_count_begin(x.fnum, devs, 2, MODE_RECEIVE, &c), 0);
+		while (!done) {
+			ASSERT_EQ(plan_count_step(c, st, max, &done), 0);
+			ASSERT(++steps < 10000);
+		}
+		plan_count_result(c, &local, &g, &nd);
+		plan_count_free(c);
+		ASSERT(steps > (x.nwant + x.ngone) / max);
+		ASSERT_UEQ(nd.files, need1.files);
+		ASSERT_UEQ(nd.bytes, need1.bytes);
+		ASSERT_UEQ(g.files, global.files);
+		ASSERT_UEQ(g.bytes, global.bytes);
+	}
+
+	/* Only names nobody needs: nothing at all. */
+	strmap_clear(&dirty);
+	ASSERT_EQ(strmap_put(&dirty, "same", 4, 0), 0);
+	ASSERT_EQ(plan_names_list(st, x.fnum, devs, 2, MODE_RECEIVE, &dirty, 0, &order, &n, &need),
+		  0);
+	ASSERT_UEQ(n, 0);
+	ASSERT_UEQ(need.files, 0);
+	win_free(order, n);
+
+	strmap_clear(&dirty);
+	win_teardown(&x, st);
+}
+
+static int
+sum_vals(const char *k, size_t len, uint64_t val, void *arg)
+{
+	uint64_t *sum = arg;
+	(void)k;
+	(void)len;
+	if (*sum == UINT64_MAX)
+		return 7;
+	*sum += val;
+	return 0;
 }
 
 static int
@@ -919,6 +1038,11 @@ TEST(strmap)
 	ASSERT_EQ(strmap_del(&m, "dir/5", 5), 1);
 	ASSERT_EQ(strmap_del(&m, "dir/5", 5), 0);
 	ASSERT_UEQ(m.n, 9999);
+	uint64_t sum = 0;
+	ASSERT_EQ(strmap_each(&m, sum_vals, &sum), 0);
+	ASSERT_UEQ(sum, 9999ull * 10000 / 2 + 70 - 7 - 5); /* 0..9999, dir/7 = 70, no dir/5 */
+	sum = UINT64_MAX; /* sum_vals stops at once */
+	ASSERT_EQ(strmap_each(&m, sum_vals, &sum), 7);
 	strmap_prune(&m, drop_odd, NULL);
 	ASSERT_UEQ(m.n, 5001); /* 0, 2, ..., 9998 (5,000) and dir/7 = 70 */
 	ASSERT_EQ(strmap_get(&m, "dir/3", 5, &v), 0);
@@ -944,5 +1068,6 @@ TEST_ENTRY(parallel_chunking)
 TEST_ENTRY(peer_log_rate_limit)
 TEST_ENTRY(ls_pages_past_tombstones)
 TEST_ENTRY(pull_windows)
+TEST_ENTRY(pull_targeted)
 TEST_ENTRY(strmap)
 TEST_LIST_END
