@@ -12,6 +12,7 @@
 #   PERF=1 tests/bench/small_sync.sh           # also perf record B (perf.data in $OUT)
 #   PERF=1 PERF_WHO=A ...                      # perf record the sender instead
 #   DATASET=large LARGE_SIZE=1GiB tests/bench/small_sync.sh  # one large file instead
+#   DATASET=tiny FILES=100000 ...              # scale.sh's tiny files (0-64 bytes) instead
 #   SHOAL_BIN=... SEED=... FILES=... DIRS=... OUT=... (default /tmp/shoal-small-sync)
 #
 # On an ext4 without a journal (this test machine's root), creating many
@@ -33,6 +34,9 @@ node_new B
 mkdir -p "${NODE_DIR[A]}"
 if [ "${DATASET:-small}" = large ]; then
 	python3 "$GEN" --seed "${SEED:-42}" large "${NODE_DIR[A]}" --size "${LARGE_SIZE:-1GiB}" >/dev/null
+elif [ "${DATASET:-small}" = tiny ]; then
+	python3 "$E2E_REPO/tests/bench/scale_helper.py" gen "${NODE_DIR[A]}" "${FILES:-100000}" \
+		"${SEED:-1}" >/dev/null
 else
 	python3 "$GEN" --seed "${SEED:-42}" small "${NODE_DIR[A]}" --files "${FILES:-10000}" \
 		--dirs "${DIRS:-100}" >/dev/null
