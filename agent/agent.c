@@ -294,19 +294,37 @@ counts_slice(struct folder *f)
 	if (!f->counting) {
 		uint32_t devs[64];
 		size_t n = 0;
-		if (!f->counts_wanted || now < f->count_next_ms)
-			return;
-		for (struct device *d = ag->devices; d && n < 64; d = d->next)
-			if (folder_shared_with(f, d))
-				devs[n++] = d->num;
+		if (f->pull_count == 1) {
+			/* A full pull waits for this one: what the connected devices offer. */
+			n = pull_devices(f, devs);
+			f->counting_for_pull = 1;
+		} else {
+			if (!f->counts_wanted || now < f->count_next_ms)
+				return;
+			for (struct device *d = ag->devices; d && n < 64; d = d->next)
+				if (folder_shared_with(f, d))
+					devs[n++] = d->num;
+			f->counting_for_pull = 0;
+			f->counts_wanted = 0;
+		}
 		if (plan_count_begin(f->num, devs, n, f->mode, &f->counting) != 0)
 			return;
-		f->counts_wanted = 0;
 		f->count_started_ms = now;
 	}
 	rc = plan_count_step(f->counting, ag->store, agent_slice_entries(), &done);
 	if (rc == 0 && !done) {
 		agent_slices_start(ag);
+		return;
+	}
+	if (rc == 0 && f->counting_for_pull) {
+		struct counts local = {0}, global;
+		plan_count_result(f->counting, &local, &global, &f->pull_need);
+		plan_count_free(f->counting);
+		f->counting = NULL;
+		f->pull_count = 2;
+		f->pull_wanted = 1;
+		f->pull_at_ms = 0;
+		agent_kick(ag);
 		return;
 	}
 	if (rc == 0) {
@@ -324,7 +342,8 @@ counts_slice(struct folder *f)
 	}
 	if (rc != 0) {
 		log_debug("%s: cannot count what it needs: %s", f->id, store_strerror(rc));
-		f->counts_wanted = 1; /* again at a later tick */
+		if (!f->counting_for_pull)
+			f->counts_wanted = 1; /* again at a later tick (a pull's count too) */
 	}
 	plan_count_free(f->counting);
 	f->counting = NULL;
@@ -360,6 +379,20 @@ agent_slices_start(struct agent *ag)
 		uv_idle_start(&ag->slice_idle, on_slice_idle);
 		ag->slice_idle_on = 1;
 	}
+}
+
+void
+folder_count_for_pull(struct folder *f)
+{
+	if (f->counting && !f->counting_for_pull) {
+		/* The status figures' count gives way, and runs again afterwards. */
+		plan_count_free(f->counting);
+		f->counting = NULL;
+		f->counts_wanted = 1;
+	}
+	f->pull_count = 1;
+	if (!f->counting)
+		counts_slice(f);
 }
 
 /* The figures are counted again: now when the folder is small, else soon (above). */
@@ -908,8 +941,8 @@ on_tick(uv_timer_t *t)
 	}
 	dial_devices(ag, now);
 	for (struct folder *f = ag->folders; f; f = f->next)
-		if (f->counts_wanted && !f->counting && !ag->stopping)
-			counts_slice(f); /* waited for its gap */
+		if ((f->counts_wanted || f->pull_count == 1) && !f->counting && !ag->stopping)
+			counts_slice(f); /* waited for its gap, or failed */
 	trim_when_quiet(ag, now);
 	/* What a scan or pull left mapped of the index, once it is done (docs/storage.md). */
 	store_trim_map_idle(ag->store);
@@ -982,7 +1015,7 @@ on_kick(uv_timer_t *t)
 			f->pull_wanted = 0;
 			/* pull_start() sets the folder syncing when there is something to pull. */
 			int rc = pull_start(f);
-			if (rc != 0) {
+			if (rc != 0 && rc != PULL_COUNTING) {
 				if (rc < 0)
 					folder_set_error(f, "cannot plan the pull: %s",
 							 store_strerror(rc));

@@ -112,6 +112,9 @@ struct folder {
 	/* global and need are counted in slices (folder_update_counts()) */
 	struct plan_count *counting;
 	int counts_wanted;
+	int counting_for_pull;     /* counting runs for a full pull (folder_count_for_pull()) */
+	int pull_count;            /* a full pull's count: 0 none, 1 asked, 2 done (pull_need) */
+	struct counts pull_need;
 	uint64_t count_started_ms, count_next_ms;
 };
 
@@ -211,6 +214,12 @@ uint64_t conn_out_bytes(const struct conn *c);
  * Returns 0 or a negative code; folder_job_done() follows.
  */
 int scan_start(struct folder *f, char **scopes, size_t nscopes);
+/*
+ * Counts, in slices, what the connected devices offer f (its need), for a
+ * full pull: sets f->pull_count to 2 and f->pull_need, and asks for a pull,
+ * when done (at once for a folder that fits in one slice).
+ */
+void folder_count_for_pull(struct folder *f);
 /* Runs scan_slice() and the counting slices at each loop turn until none is left. */
 void agent_slices_start(struct agent *ag);
 /* Index entries a slice handles: 16384; SHOAL_SLICE (2 or more) replaces it, for tests. */
@@ -230,7 +239,15 @@ int scan_chunk_fd(int fd, uint64_t size, uint32_t avg, int parallel, struct stor
 		  size_t *n);
 
 /* ---- puller (pull.c) ---- */
+/*
+ * Starts a pull of what f needs. Returns 0 (started), 1 (nothing to pull),
+ * PULL_COUNTING (a full pull counts first, in slices, and is asked for again
+ * when the count is done) or a negative code.
+ */
+#define PULL_COUNTING 2
 int pull_start(struct folder *f);
+/* The connected devices f is shared with (at most 64); returns how many. */
+size_t pull_devices(struct folder *f, uint32_t devs[64]);
 void pull_abort(struct folder *f);
 /* A response arrived for one of the puller's requests. */
 void pull_on_response(struct agent *ag, struct conn *c, const struct proto_response *r);

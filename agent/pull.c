@@ -409,7 +409,6 @@ struct plan_ctx {
 	size_t conflicts;
 	/* windows (collect only): see PULL_WINDOW */
 	int deleting;       /* collect deletions (else everything else) */
-	int count_all;      /* go on counting past the window (the first one) */
 	size_t dev_items, dev_visited;
 	int dev_full;       /* this device's part of the window is complete */
 	char *end;          /* the window ends at this name (key order), NULL: no end yet */
@@ -443,8 +442,7 @@ plan_one(const struct store_file *r, void *arg)
 	struct plan_ctx *x = arg;
 	int rc;
 
-	if (x->collect && x->end && !x->count_all &&
-	    store_name_order(r->name, r->name_len, x->end, x->end_len) > 0)
+	if (x->collect && x->end && store_name_order(r->name, r->name_len, x->end, x->end_len) > 0)
 		return 1; /* past the window another device ended */
 	if (x->holding) {
 		if (r->name_len > STORE_ORDER_PREFIX &&
@@ -453,9 +451,7 @@ plan_one(const struct store_file *r, void *arg)
 		/* The group is complete: the window ends after it, on every device. */
 		x->holding = 0;
 		rc = window_end_at(x, x->group, STORE_ORDER_EXACT);
-		if (rc < 0 || !x->count_all)
-			return rc < 0 ? rc : 1;
-		return plan_entry(x, r);
+		return rc < 0 ? rc : 1;
 	}
 	x->dev_visited++;
 	rc = plan_entry(x, r);
@@ -472,7 +468,7 @@ plan_one(const struct store_file *r, void *arg)
 		return 0;
 	}
 	rc = window_end_at(x, r->name, r->name_len);
-	return rc < 0 ? rc : x->count_all ? 0 : 1;
+	return rc < 0 ? rc : 1;
 }
 
 static int
@@ -696,22 +692,20 @@ plan_end(struct plan_ctx *x, int rc)
 }
 
 /*
- * Counts what the devices' indexes need and, with collect, gathers the items
- * of one window: after the name `after` (NULL: from the start), deletions or
- * everything else, up to x->end (set when there are more windows). The first
- * window (count_all) also counts the whole plan.
+ * Gathers the items of one window: after the name `after` (NULL: from the
+ * start), deletions or everything else, up to x->end (set when there are
+ * more windows), and counts what the window needs.
  */
 static int
 plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
-	    enum folder_mode mode, int collect, uint64_t self_id, const char *after,
-	    size_t after_len, int deleting, int count_all, struct plan_ctx *x)
+	    enum folder_mode mode, uint64_t self_id, const char *after, size_t after_len,
+	    int deleting, struct plan_ctx *x)
 {
 	struct store_checkpoint cp;
-	int rc = plan_begin(x, st, folder, mode, self_id, collect, deleting);
+	int rc = plan_begin(x, st, folder, mode, self_id, 1, deleting);
 
 	if (rc != 0)
 		return rc;
-	x->count_all = count_all;
 	for (size_t i = 0; i < ndevs && rc >= 0; i++) {
 		x->dev = devs[i];
 		x->dev_items = x->dev_visited = 0;
@@ -742,7 +736,7 @@ plan_window(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndev
 		}
 		x->n = w;
 	}
-	if (collect && ndevs > 1)
+	if (ndevs > 1)
 		items_dedupe(x);
 	return 0;
 }
@@ -797,6 +791,14 @@ folder_dirty_all(struct folder *f)
 {
 	f->dirty_all = 1;
 	strmap_clear(&f->dirty);
+	if (f->pull_count) {
+		/* A full pull's count was of what the devices offered before: count again. */
+		if (f->counting && f->counting_for_pull) {
+			plan_count_free(f->counting);
+			f->counting = NULL;
+		}
+		f->pull_count = 0;
+	}
 }
 
 struct names_ctx {
@@ -827,7 +829,7 @@ plan_name(const char *name, size_t len, uint64_t val, void *arg)
 	return 0;
 }
 
-/* Plans the names of a set, as plan_window() plans a window (no window end, no count_all). */
+/* Plans the names of a set, as plan_window() plans a window (with no end). */
 static int
 plan_names(struct store *st, uint32_t folder, const uint32_t *devs, size_t ndevs,
 	   enum folder_mode mode, uint64_t self_id, const struct strmap *names, int deleting,
@@ -987,8 +989,7 @@ plan_window_names(struct store *st, uint32_t folder, const uint32_t *devs, size_
 		  char ***names, size_t *n, char **end, size_t *end_len)
 {
 	struct plan_ctx x;
-	int rc = plan_window(st, folder, devs, ndevs, mode, 1, 0, after, after_len, deleting,
-			     after == NULL && !deleting, &x);
+	int rc = plan_window(st, folder, devs, ndevs, mode, 0, after, after_len, deleting, &x);
 
 	if (rc != 0)
 		return rc;
@@ -2822,7 +2823,7 @@ out:
 /* ---- driving ---- */
 
 /* The devices a pull plans from: only what a connected device can serve; the rest waits. */
-static size_t
+size_t
 pull_devices(struct folder *f, uint32_t devs[64])
 {
 	size_t n = 0;
@@ -2908,8 +2909,8 @@ pull_next_window(struct puller *p, int deleting)
 	ndevs = pull_devices(f, devs);
 	if (ndevs == 0)
 		return; /* what the devices that went away have waits for them */
-	rc = plan_window(f->ag->store, f->num, devs, ndevs, f->mode, 1, f->ag->short_id, p->cursor,
-			 p->cursor_len, deleting, 0, &x);
+	rc = plan_window(f->ag->store, f->num, devs, ndevs, f->mode, f->ag->short_id, p->cursor,
+			 p->cursor_len, deleting, &x);
 	if (rc != 0) {
 		log_warn("%s: cannot plan the rest of the pull: %s", f->id, store_strerror(rc));
 		p->failures++;
@@ -3161,7 +3162,8 @@ pull_start(struct folder *f)
 	ndevs = pull_devices(f, devs);
 	if (ndevs == 0)
 		return 1;
-	if (!f->dirty_all) {
+	targeted = !f->dirty_all && !f->pull_count;
+	if (targeted) {
 		/* Only what changed since the last pull began (folder_dirty_name()). */
 		if (f->dirty.n == 0)
 			return 1;
@@ -3170,18 +3172,36 @@ pull_start(struct folder *f)
 		if (rc == 0 && (rc = plan_names(ag->store, f->num, devs, ndevs, f->mode,
 						ag->short_id, &f->dirty, 1, &xdel)) != 0)
 			items_free(x.items, x.n);
+		if (rc != 0)
+			return rc;
+		strmap_clear(&f->dirty); /* changes from now on are the next pull's */
 	} else {
-		rc = plan_window(ag->store, f->num, devs, ndevs, f->mode, 1, ag->short_id, NULL, 0,
-				 0, 1, &x);
-		if (rc == 0)
-			f->need = x.need;
+		/*
+		 * Every name: first what it all needs, counted in slices (in one go,
+		 * a million entries held the loop for seconds). Changes from the
+		 * count's start on are the next pull's.
+		 */
+		if (f->pull_count == 0) {
+			strmap_clear(&f->dirty);
+			f->dirty_all = 0;
+			folder_count_for_pull(f);
+			if (f->pull_count != 2)
+				return PULL_COUNTING;
+			f->pull_wanted = 0; /* counted at once: this is the pull it asked for */
+		}
+		if (f->pull_count != 2)
+			return PULL_COUNTING;
+		f->pull_count = 0;
+		rc = plan_window(ag->store, f->num, devs, ndevs, f->mode, ag->short_id, NULL, 0, 0,
+				 &x);
+		if (rc != 0) {
+			folder_dirty_all(f);
+			return rc;
+		}
+		x.need = f->pull_need;
+		if (x.need.files == 0 && x.n > 0)
+			x.need.files = x.n; /* changed since the count: pulled all the same */
 	}
-	if (rc != 0)
-		return rc;
-	/* Changes from now on are the next pull's. */
-	targeted = !f->dirty_all;
-	strmap_clear(&f->dirty);
-	f->dirty_all = 0;
 	if (x.need.files == 0) {
 		items_free(x.items, x.n);
 		items_free(xdel.items, xdel.n);

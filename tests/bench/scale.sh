@@ -7,7 +7,8 @@
 # two fresh agents A (send-only) and B (receive-only) over 127.0.0.1:
 #   index   folder added on A -> A idle with every item indexed
 #   sync    A shares, B accepts -> B idle, nothing needed, every item present;
-#           B's tree is compared with A's afterwards (count + SHA-256, untimed)
+#           B's tree is compared with A's afterwards (count + SHA-256, untimed);
+#           meanwhile `shoal status` is asked of B back to back (see rescan)
 #   ls      `shoal --home A ls FOLDER --limit 500 --json`: the first page and a
 #           page from the middle (--cursor), median of LS_REPS runs of the CLI
 #           process (ls reads LMDB itself, read-only, next to the running
@@ -238,8 +239,13 @@ for N in $SCALE_COUNTS; do
   cli A folder share big "${ID[B]}" >>"$LOG"
   cli B folder add big "$D/B" --mode receive >>"$LOG"
   cli B folder share big "${ID[A]}" >>"$LOG"
+  rm -f "$WORK/stall" "$WORK/stall.stop"
+  "$PY" "$HELPER" stall-probe "$WORK/stall" "$SHOAL_BIN" "${HOME_[B]}" &
+  probe=$!; BG_PIDS+=("$probe")
   if t1=$(wait_status B big "$ITEMS" "$BYTES" "$POLL"); then
-    w=$(fsub "$t1" "$t0"); m_end sync "$w" "B has $ITEMS items"
+    touch "$WORK/stall.stop"; wait "$probe" || true
+    stall=$(cat "$WORK/stall" 2>/dev/null || echo '{}')
+    w=$(fsub "$t1" "$t0"); m_end sync "$w" "B has $ITEMS items; B's status meanwhile: $stall"
     sa=$("$PY" "$HELPER" tree-sum "$D/A"); sb=$("$PY" "$HELPER" tree-sum "$D/B")
     if [[ $(jget "['sha256']" <<<"$sa") == "$(jget "['sha256']" <<<"$sb")" ]]; then
       verdict="B identical to A ($(jget "['files']" <<<"$sb") files)"
@@ -248,7 +254,9 @@ for N in $SCALE_COUNTS; do
     fi
     log "  $verdict"
     trow "exchange (B syncs)" "$w s" "$R_CPU_A" "$R_CPU_B" "$R_RSS_A" "$R_RSS_B" "$verdict"
+    trow "status during the exchange" "$(jget "['max_ms']" <<<"$stall") ms slowest" - - - - "median $(jget "['median_ms']" <<<"$stall") ms of $(jget "['n']" <<<"$stall") (answered on B's event loop)"
   else
+    touch "$WORK/stall.stop"; wait "$probe" || true
     m_end sync FAIL "B did not sync"; trow "exchange (B syncs)" FAIL - - "$R_RSS_A" "$R_RSS_B" "see bench.log"
   fi
 
